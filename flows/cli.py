@@ -1,0 +1,176 @@
+"""The ``privgen`` command line: one entry point for the flows and the registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.environment import apply_defaults
+
+app = typer.Typer(
+    help="privgen: differentially private generative models and synthetic data from personal "
+         "records, as tracked Prefect flows with an MLflow model registry.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+class _StageLog(logging.Handler):
+    """Shows each stage's INFO/WARNING lines under the spinner; errors are left to the CLI's
+    one-line message, so no traceback reaches the user unless --debug."""
+
+    def __init__(self, status) -> None:
+        super().__init__(logging.INFO)
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            return
+        stage = getattr(record, "task_name", None) or "flow"
+        message = record.getMessage()
+        if message.startswith(("Finished in state", "Beginning", "Created task run")):
+            return
+        style = "yellow" if record.levelno >= logging.WARNING else "dim"
+        console.print(f"[{style}]{stage:>9}[/] {message}")
+        self.status.update(f"[bold]{stage}[/]: {message[:80]}")
+
+
+def _quiet_prefect_console(debug: bool) -> None:
+    # Prefect reads these when it first configures logging, so they must be set before any
+    # module that imports prefect is loaded.
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _run_with_progress(title: str, fn, *args):
+    with console.status(f"[bold]{title}[/]", spinner="dots") as status:
+        handler = _StageLog(status)
+        loggers = [logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")]
+        for lg in loggers:
+            lg.addHandler(handler)
+        try:
+            return fn(*args)
+        finally:
+            for lg in loggers:
+                lg.removeHandler(handler)
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and "
+                                              "Prefect's own console logs.")] = False) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file overriding "
+                                                "the built-in defaults.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field, e.g. "
+                                                   "--set train.epochs=2 (repeatable).")] = None,
+) -> None:
+    """Run the whole training flow: ingest → validate → anonymize → train → evaluate → register."""
+    from flows.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    _announce_key(cfg)
+    from flows.training import training_flow
+
+    started = time.monotonic()
+    result = _run_with_progress("training flow", training_flow, cfg)
+    m, t, e = result["model"], result["train"], result["eval"]
+    out.print(
+        f"[green]done[/] in {time.monotonic() - started:.0f} s: {result['rows']['rows_kept']} "
+        f"rows kept, {result['rows']['rows_quarantined']} quarantined; ε={t['epsilon']:.2f} "
+        f"δ={t['delta']:.1e}; held-out perplexity {e['perplexity']:.2f}\n"
+        f"model [bold]{m['name']}[/] version {m['version']}: "
+        + ("[green]champion[/]" if m["promoted"] else
+           "challenger only (" + "; ".join(v for v in m["verdicts"].values() if v != "pass") + ")")
+        + f"\nMLflow run {result['run_id']}; open the UI with: "
+        f"mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}"
+    )
+
+
+def _announce_key(cfg) -> None:
+    from tasks.anonymize import KEY_ENV, load_key
+
+    if os.environ.get(KEY_ENV) or cfg.anonymize.key_file is None:
+        return
+    existed = Path(cfg.anonymize.key_file).exists()
+    load_key(cfg.anonymize.key_file)
+    if not existed:
+        console.print(f"[yellow]created a local pseudonymization key at {cfg.anonymize.key_file} "
+                      f"(mode 0600, git-ignored); set {KEY_ENV} from a secret store in "
+                      "production[/]")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Option("--model", "-m", help="NAME@alias, NAME/version or NAME "
+                                       "(its champion).")] = "privgen-demo@champion",
+    n: Annotated[int, typer.Option("--n", help="Number of records.", min=1)] = 1000,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write; a "
+                                           "manifest is written beside it.")] = Path(
+        "outputs/synthetic.parquet"),
+    seed: Annotated[int, typer.Option(help="Sampling seed; same seed, same records.")] = 7,
+    temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
+) -> None:
+    """Sample synthetic records from a registered model into a Parquet file with a manifest."""
+    from flows.generation import generation_flow
+    from tasks.generate import GenerateConfig
+
+    cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature)
+    manifest = _run_with_progress(f"generating {n} records", generation_flow, cfg)
+    mdl = manifest["model"]
+    out.print(f"[green]wrote[/] {manifest['written']} records to {manifest['file']['path']} "
+              f"from {mdl['name']} v{mdl['version']} (ε={manifest['privacy']['epsilon']}); "
+              f"manifest: {Path(manifest['file']['path']).with_suffix('.manifest.json')}")
+
+
+@app.command(name="models")
+def models_(
+    name: Annotated[str | None, typer.Argument(help="One model; all if omitted.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered model versions with their aliases, ε/δ and key metrics."""
+    from flows.registry import list_versions
+
+    rows = list_versions(name)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("model", "version", "aliases", "ε", "δ", "perplexity", "verdict", "created")
+    for r in rows:
+        table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["epsilon"] or "-",
+                      r["delta"] or "-", r["perplexity"] or "-", r["verdict"] or "-",
+                      r["created"])
+    out.print(table if rows else "no registered models yet; run `privgen run`")
+
+
+def main() -> None:
+    apply_defaults()
+    from tasks.errors import PrivgenError
+
+    debug = "--debug" in sys.argv
+    _quiet_prefect_console(debug)
+    try:
+        app()
+    except PrivgenError as exc:
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)

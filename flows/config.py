@@ -1,0 +1,128 @@
+"""The one pipeline config: each stage's config class composed, with the demo data's contract.
+
+Defaults live in code; a YAML file overrides them and ``--set key=value`` overrides that. A bad
+value fails here, before any work, with the field's dotted name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.anonymize import AnonymizeConfig
+from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks.errors import ConfigError
+from tasks.evaluate import EvaluateConfig
+from tasks.generate import GenerateConfig
+from tasks.ingest import IngestConfig
+from tasks.register import RegisterConfig
+from tasks.train import TrainConfig
+from tasks.validate import ValidateConfig
+
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
+
+
+def demo_contract() -> DataContract:
+    """The shipped support-ticket data: what each column is and what a valid value looks like."""
+    c = ColumnSpec
+    return DataContract(columns=(
+        c(name="ticket_id", role=Role.ID, unique=True, regex=r"^T-\d{6}$"),
+        c(name="customer_id", role=Role.ID, regex=r"^C-\d{5}$"),
+        c(name="full_name", role=Role.DIRECT_IDENTIFIER),
+        c(name="email", role=Role.DIRECT_IDENTIFIER, regex=_EMAIL),
+        c(name="phone", role=Role.DIRECT_IDENTIFIER, regex=r"^\+?[\d\s().-]{7,}$"),
+        c(name="birth_date", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER),
+        c(name="postcode", role=Role.QUASI_IDENTIFIER, regex=r"^\d{5}$"),
+        c(name="city", role=Role.CATEGORY),
+        c(name="product", role=Role.CATEGORY),
+        c(name="channel", role=Role.CATEGORY,
+          allowed=("email", "phone", "chat", "web_form", "social")),
+        c(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
+        c(name="created_at", dtype=DType.DATETIME, role=Role.DATETIME),
+        c(name="message", role=Role.TEXT),
+    ))
+
+
+def demo_anonymize() -> AnonymizeConfig:
+    return AnonymizeConfig(
+        # Exact timestamps single people out; the month keeps seasonality.
+        operators={"created_at": "generalize"},
+        generalize={"birth_date": "decade", "postcode": "prefix:3", "created_at": "month"},
+        entities={"full_name": "PERSON", "email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER",
+                  "ticket_id": "TICKET_ID", "customer_id": "CUSTOMER_ID"},
+        # Order numbers link a message to a purchase record and so to a person.
+        patterns={"ORDER_ID": r"\bORD-\d{5,}\b"},
+    )
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    experiment: str = "privgen"
+    # Run outputs (raw copies, quarantine, anonymized data, checkpoints) go under this folder.
+    workdir: Path = Path("runs")
+    seed: int = 1234
+    contract: DataContract = Field(default_factory=demo_contract)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    anonymize: AnonymizeConfig = Field(default_factory=demo_anonymize)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    def digest(self) -> str:
+        """A stable hash of the effective config, recorded with every model version."""
+        text = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+    node[leaf] = value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides (values as YAML)."""
+    tree = PipelineConfig().model_dump(mode="json", by_alias=True)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = _merge(tree, loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"config field {field}: {err['msg']}{more}") from None

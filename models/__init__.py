@@ -1,0 +1,1 @@
+"""Generative model definitions and their MLflow pyfunc wrapper."""

@@ -1,0 +1,71 @@
+"""The MLflow pyfunc wrapper: a registered model that samples synthetic records on request.
+
+Input: a frame with one row per request (``n`` records, ``seed``); params: sampling settings.
+Output: the records, parsed back into the non-identifying columns of the training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+import mlflow
+from models import causal_lm
+from models.records import RecordCodec
+from models.tokenizer import ByteTokenizer
+
+ARTIFACT = "model"  # name of the weights folder among the pyfunc's artifacts
+
+
+@dataclass
+class Sample:
+    records: pd.DataFrame
+    generated: int
+    parse_failures: int
+
+
+class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.model, self.meta = causal_lm.load(context.artifacts[ARTIFACT])
+        self.codec = RecordCodec.from_dict(self.meta["codec"])
+        self.tokenizer = ByteTokenizer()
+
+    def sample(self, n: int, seed: int, *, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, max_new_tokens: int | None = None, batch_size: int = 128,
+               max_attempts: int = 4, keep=lambda row: True) -> Sample:
+        """Draw until ``n`` records parse and pass ``keep``, or ``max_attempts`` rounds end.
+
+        Each round draws the shortfall with its own seed, so a call is deterministic."""
+        rows: list[dict] = []
+        generated = failures = 0
+        max_new_tokens = max_new_tokens or self.model.config.n_positions - 1
+        for attempt in range(max_attempts):
+            need = n - len(rows)
+            if need <= 0:
+                break
+            texts = causal_lm.generate(
+                self.model, self.tokenizer, need, seed=seed * 1000 + attempt,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
+                top_p=top_p, batch_size=batch_size,
+            )
+            generated += len(texts)
+            for text in texts:
+                row = self.codec.decode(text)
+                if row is None:
+                    failures += 1
+                elif keep(row):
+                    rows.append(row)
+        return Sample(self.codec.frame(rows[:n]), generated, failures)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        params = params or {}
+        frames = []
+        for request in model_input.to_dict("records"):
+            sample = self.sample(
+                int(request["n"]), int(request.get("seed", 0)),
+                temperature=float(params.get("temperature", 1.0)),
+                top_k=int(params.get("top_k", 0)), top_p=float(params.get("top_p", 1.0)),
+            )
+            frames.append(sample.records)
+        return pd.concat(frames, ignore_index=True) if frames else self.codec.frame([])

@@ -1,0 +1,67 @@
+"""The data contract: each column's type, role and allowed values, shared by the stages."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Role(StrEnum):
+    ID = "id"
+    DIRECT_IDENTIFIER = "direct_identifier"
+    QUASI_IDENTIFIER = "quasi_identifier"
+    SENSITIVE = "sensitive"
+    TEXT = "text"
+    CATEGORY = "category"
+    NUMERIC = "numeric"
+    DATETIME = "datetime"
+
+
+class DType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    FLOAT = "float"
+    DATE = "date"
+    DATETIME = "datetime"
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    dtype: DType = DType.STRING
+    role: Role = Role.CATEGORY
+    nullable: bool = False
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    regex: str | None = None
+    allowed: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name!r}: min {self.min} is above max {self.max}")
+        return self
+
+
+class DataContract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    columns: tuple[ColumnSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> DataContract:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"column names appear twice in the contract: {', '.join(dupes)}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def with_role(self, *roles: Role) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.role in roles]

@@ -1,0 +1,232 @@
+"""Finding personal data in text: Presidio offline for unknown PII, an index for known identifiers.
+
+Used by the anonymize stage to scrub and to gate its output, and by generation to filter records.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+log = logging.getLogger(__name__)
+
+# Presidio entity → the placeholder written into text.
+PLACEHOLDERS = {
+    "PERSON": "<PERSON>",
+    "EMAIL_ADDRESS": "<EMAIL>",
+    "PHONE_NUMBER": "<PHONE>",
+    "CREDIT_CARD": "<CREDIT_CARD>",
+    "IBAN_CODE": "<IBAN>",
+    "IP_ADDRESS": "<IP_ADDRESS>",
+    "US_SSN": "<SSN>",
+    "URL": "<URL>",
+    "LOCATION": "<LOCATION>",
+}
+
+_WORD = re.compile(r"[^\W_]+")
+# Loose on purpose: any run of 7+ digits with common separators may be a phone number.
+_PHONE_LIKE = re.compile(r"\+?\(?\d[\d\s().-]{6,}\d")
+
+
+def placeholder(entity: str) -> str:
+    return PLACEHOLDERS.get(entity, f"<{entity}>")
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    entity: str
+
+
+def _words(text: str) -> list[re.Match]:
+    return list(_WORD.finditer(text.casefold()))
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+class IdentifierIndex:
+    """Known identifier values (names, emails, phones, ids), found in text in linear time.
+
+    A regex alternation of thousands of values is quadratic in practice, so values are indexed as
+    tuples of case-folded words and matched against the word n-grams of the text; phone numbers
+    are also matched on their last ten digits so a reformatted number is still caught.
+    """
+
+    def __init__(self) -> None:
+        self._grams: dict[tuple[str, ...], str] = {}
+        self._phones: dict[str, str] = {}
+        self._lengths: set[int] = set()
+
+    def add(self, value: str, entity: str, *, phone: bool = False) -> None:
+        words = tuple(m.group() for m in _words(value))
+        # One- or two-letter fragments would match ordinary words; they carry no identity alone.
+        if not words or sum(map(len, words)) < 4:
+            return
+        self._grams[words] = entity
+        self._lengths.add(len(words))
+        digits = _digits(value)
+        if phone and len(digits) >= 7:
+            self._phones[digits[-10:]] = entity
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        words = _words(text)
+        for n in self._lengths:
+            for i in range(len(words) - n + 1):
+                key = tuple(m.group() for m in words[i : i + n])
+                if key in self._grams:
+                    spans.append(Span(words[i].start(), words[i + n - 1].end(), self._grams[key]))
+        if self._phones:
+            for m in _PHONE_LIKE.finditer(text):
+                entity = self._phones.get(_digits(m.group())[-10:])
+                if entity:
+                    spans.append(Span(m.start(), m.end(), entity))
+        return spans
+
+
+def replace_spans(text: str, spans: Iterable[Span]) -> str:
+    """Replace spans by placeholders; overlapping spans merge into the longest one's entity."""
+    merged: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, -(s.end - s.start))):
+        if merged and s.start < merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Span(last.start, max(last.end, s.end), last.entity)
+        else:
+            merged.append(s)
+    for s in reversed(merged):
+        text = text[: s.start] + placeholder(s.entity) + text[s.end :]
+    return text
+
+
+@dataclass(frozen=True)
+class RowPattern:
+    pattern: re.Pattern
+    entities: tuple[str, ...]  # the entity of each named group g0, g1, …
+
+
+def row_pattern(values: Sequence[tuple[str, str]]) -> RowPattern | None:
+    """A pattern for one record's own identifiers, including a name's parts on their own.
+
+    ``values`` are (value, entity) pairs. Names are split so "Thanks, Jane" is caught as well as
+    "Jane Doe"; case-insensitive because people write their own names in lower case too.
+    """
+    alternatives: dict[str, str] = {}
+    for value, entity in values:
+        value = value.strip()
+        if not value:
+            continue
+        alternatives[re.escape(value)] = entity
+        if entity == "PERSON":
+            for part in _WORD.findall(value):
+                if len(part) >= 3:
+                    alternatives[re.escape(part)] = entity
+        if entity == "PHONE_NUMBER":
+            digits = _digits(value)
+            if len(digits) >= 7:
+                alternatives[r"[\s().-]*".join(digits[-10:])] = entity
+    if not alternatives:
+        return None
+    ordered = sorted(alternatives, key=len, reverse=True)
+    groups = "|".join(f"(?P<g{i}>{alt})" for i, alt in enumerate(ordered))
+    pattern = re.compile(rf"(?<![^\W_])(?:{groups})(?![^\W_])", re.IGNORECASE)
+    return RowPattern(pattern, tuple(alternatives[a] for a in ordered))
+
+
+def row_spans(text: str, row: RowPattern | None) -> list[Span]:
+    if row is None:
+        return []
+    return [Span(m.start(), m.end(), row.entities[int(m.lastgroup[1:])])
+            for m in row.pattern.finditer(text)]
+
+
+def _offline_tldextract() -> None:
+    # Presidio's email recognizer calls tldextract, which fetches the public-suffix list from the
+    # internet on first use; privgen must never touch the network, so use the bundled snapshot.
+    import tldextract
+
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(),
+                                                                cache_dir=None)
+
+
+@cache
+def analyzer(ner_model: str, custom_patterns: tuple[tuple[str, str], ...] = ()):
+    """A Presidio analyzer on a locally installed spaCy pipeline; it never downloads a model."""
+    import spacy
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.predefined_recognizers import IbanRecognizer
+
+    from tasks.errors import ConfigError
+
+    if not spacy.util.is_package(ner_model):
+        raise ConfigError(
+            f"anonymize.ner_model: spaCy pipeline {ner_model!r} is not installed; install it as a "
+            "package (privgen never downloads models) or set anonymize.ner_model"
+        )
+    _offline_tldextract()
+    provider = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy",
+        "models": [{"lang_code": "en", "model_name": ner_model}],
+        "ner_model_configuration": {
+            # spaCy labels that are not personal data; Presidio warns on each one otherwise.
+            "labels_to_ignore": ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT",
+                                 "PRODUCT", "LAW", "LANGUAGE", "WORK_OF_ART", "EVENT", "TIME"],
+        },
+    })
+    engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    # The registry's configured IBAN recognizer misses IBANs inside a sentence ("wire to
+    # ES53…"); the recognizer class with its own defaults finds them, checksum-validated.
+    engine.registry.remove_recognizer("IbanRecognizer")
+    engine.registry.add_recognizer(IbanRecognizer())
+    for entity, regex in custom_patterns:
+        engine.registry.add_recognizer(PatternRecognizer(
+            supported_entity=entity, patterns=[Pattern(entity.lower(), regex, 0.9)]))
+    return engine
+
+
+def presidio_spans(
+    texts: list[str], *, ner_model: str, entities: Sequence[str], threshold: float,
+    custom_patterns: tuple[tuple[str, str], ...] = (), batch_size: int = 64,
+) -> list[list[Span]]:
+    """Presidio findings per text, batched through spaCy's ``nlp.pipe``."""
+    from presidio_analyzer import BatchAnalyzerEngine
+
+    engine = analyzer(ner_model, custom_patterns)
+    wanted = list(entities) + [e for e, _ in custom_patterns]
+    results = BatchAnalyzerEngine(engine).analyze_iterator(
+        texts, language="en", batch_size=batch_size, entities=wanted, score_threshold=threshold
+    )
+    return [[Span(r.start, r.end, r.entity_type) for r in found] for found in results]
+
+
+@cache
+def _pattern_recognizers():
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        UsSsnRecognizer,
+    )
+
+    _offline_tldextract()
+    return (EmailRecognizer(), CreditCardRecognizer(), IbanRecognizer(), UsSsnRecognizer())
+
+
+def pattern_spans(text: str) -> list[Span]:
+    """Checksum- and pattern-validated PII (email, card, IBAN, SSN), no NER: cheap enough to
+    run on every output record as a last line of defence."""
+    spans = []
+    for recognizer in _pattern_recognizers():
+        for r in recognizer.analyze(text, recognizer.supported_entities, None):
+            if r.score >= 0.5:
+                spans.append(Span(r.start, r.end, r.entity_type))
+    return spans

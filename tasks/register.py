@@ -1,0 +1,123 @@
+"""Register: log the model to MLflow, register a version with its privacy tags, apply the gates.
+
+Every version becomes ``challenger``; it becomes ``champion`` only when the gates in the config
+pass (ε within budget, a private model, perplexity under the threshold).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from mlflow.models import infer_signature
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+import mlflow
+import models
+from models.pyfunc import ARTIFACT, SyntheticRecordsModel
+from tasks import tracking
+
+
+class RegisterConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_name: str = Field(default="privgen-demo", min_length=1, pattern=r"^[\w.-]+$")
+    # Gates for champion. The budget is what the data owner agreed to spend, not the target:
+    # a run that overshot its target must not be promoted.
+    max_epsilon: float = Field(default=8.0, gt=0.0)
+    # Byte-level perplexity; the demo model reaches about 5–7, an untrained one 259.
+    max_perplexity: float = Field(default=20.0, gt=1.0)
+
+
+SAMPLING_PARAMS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def code_version() -> str:
+    """The git commit of the code that trained the model, or the package version."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(models.__file__).parent)
+        if sha.returncode == 0 and sha.stdout.strip():
+            return sha.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return metadata.version("privgen")
+
+
+def gates(train: dict, evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
+    """Each gate's verdict: "pass" or why it failed."""
+    eps, ppl = train["epsilon"], evaluation["perplexity"]
+    return {
+        "private": "pass" if train["private"] else "fail: trained without differential privacy",
+        "epsilon": ("pass" if math.isfinite(eps) and eps <= cfg.max_epsilon
+                    else f"fail: ε {eps:.3f} above budget {cfg.max_epsilon}"),
+        "perplexity": ("pass" if ppl <= cfg.max_perplexity
+                       else f"fail: perplexity {ppl:.2f} above {cfg.max_perplexity}"),
+    }
+
+
+def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_digest: str,
+                 verdicts: dict[str, str]) -> dict[str, str]:
+    return {
+        "privacy.epsilon": f"{train['epsilon']:.6g}", "privacy.delta": f"{train['delta']:.6g}",
+        "privacy.accountant": train["accountant"], "privacy.private": str(train["private"]),
+        "privacy.noise_multiplier": f"{train['noise_multiplier']:.6g}",
+        "privacy.sample_rate": f"{train['sample_rate']:.6g}",
+        "privacy.steps": str(train["steps"]), "privacy.unit": "record",
+        "eval.perplexity": f"{evaluation['perplexity']:.6g}",
+        "dataset.digest": dataset_digest, "config.hash": config_digest,
+        "code.version": code_version(),
+        "policy.verdict": "pass" if all(v == "pass" for v in verdicts.values()) else "fail",
+        **{f"gate.{k}": v for k, v in verdicts.items()},
+    }
+
+
+def log_model(run_id: str, model_dir: str, name: str):
+    """Log the pyfunc with signature and input example, and register it as a new version."""
+    wrapper = SyntheticRecordsModel()
+    example = pd.DataFrame({"n": [2], "seed": [0]})
+    context = type("Context", (), {"artifacts": {ARTIFACT: model_dir}})()
+    wrapper.load_context(context)
+    signature = infer_signature(example, wrapper.predict(context, example), SAMPLING_PARAMS)
+    with mlflow.start_run(run_id=run_id):
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=SyntheticRecordsModel(),
+            artifacts={ARTIFACT: model_dir}, signature=signature, input_example=example,
+            code_paths=[str(Path(models.__file__).parent)],
+            pip_requirements=[f"{p}=={metadata.version(p)}" for p in
+                              ("mlflow", "torch", "transformers", "pandas", "pydantic")],
+            registered_model_name=name,
+        )
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
+                  config_digest: str, cfg: RegisterConfig, run_id: str) -> dict:
+    logger = get_run_logger()
+    info = log_model(run_id, model_dir, cfg.model_name)
+    version = str(info.registered_model_version)
+    verdicts = gates(train, evaluation, cfg)
+    tags = version_tags(train, evaluation, dataset_digest, config_digest, verdicts)
+    client = tracking.client()
+    for k, v in tags.items():
+        client.set_model_version_tag(cfg.model_name, version, k, v)
+    client.set_registered_model_alias(cfg.model_name, "challenger", version)
+    promoted = tags["policy.verdict"] == "pass"
+    if promoted:
+        client.set_registered_model_alias(cfg.model_name, "champion", version)
+    tracking.set_tags(run_id, {"privgen.model_version": f"{cfg.model_name}/{version}",
+                               "privgen.promoted": promoted})
+    rows = "\n".join(f"| {k} | {v} |" for k, v in verdicts.items())
+    create_markdown_artifact(key="register-report", markdown=(
+        f"# Registration\n\n`{cfg.model_name}` version {version}: alias `challenger`"
+        f"{' and `champion`' if promoted else ''}\n\n| gate | verdict |\n|---|---|\n{rows}\n"))
+    logger.info("registered %s version %s (%s)", cfg.model_name, version,
+                "champion" if promoted else "challenger only")
+    return {"name": cfg.model_name, "version": version, "promoted": promoted,
+            "verdicts": verdicts}
