@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
 
 from models.tokenizer import ByteTokenizer
 
@@ -72,10 +72,11 @@ def per_sample_loss(model: torch.nn.Module, input_ids: torch.Tensor,
 def generate(model: GPT2LMHeadModel, tokenizer: ByteTokenizer, n: int, *, seed: int,
              max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, batch_size: int = 128,
-             prefix: str = "") -> list[str]:
+             grammar: LogitsProcessor | None = None) -> list[str]:
     """Sample ``n`` sequences in batches with the KV cache; deterministic for a given seed."""
     model.eval()
-    prompt = [tokenizer.bos_id, *prefix.encode("utf-8")]
+    prompt = [tokenizer.bos_id]
+    processors = LogitsProcessorList([grammar] if grammar else [])
     texts: list[str] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -87,6 +88,7 @@ def generate(model: GPT2LMHeadModel, tokenizer: ByteTokenizer, n: int, *, seed: 
                 do_sample=True, temperature=temperature, top_k=top_k or 0,
                 top_p=top_p if top_p is not None else 1.0, max_new_tokens=max_new_tokens,
                 eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+                logits_processor=processors,
             )
             for row in out[:, 1:].tolist():
                 texts.append(tokenizer.decode(row))

@@ -12,7 +12,7 @@ import pandas as pd
 
 import mlflow
 from models import causal_lm
-from models.records import RecordCodec
+from models.records import RecordCodec, RecordGrammar
 from models.tokenizer import ByteTokenizer
 
 ARTIFACT = "model"  # name of the weights folder among the pyfunc's artifacts
@@ -31,6 +31,10 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         self.codec = RecordCodec.from_dict(self.meta["codec"])
         self.tokenizer = ByteTokenizer()
 
+    def grammar(self) -> RecordGrammar:
+        return RecordGrammar(self.codec, self.tokenizer.eos_id, self.tokenizer.vocab_size,
+                             prompt_length=1)
+
     def sample(self, n: int, seed: int, *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, max_new_tokens: int | None = None, batch_size: int = 128,
                max_attempts: int = 4, keep=lambda row: True) -> Sample:
@@ -47,7 +51,7 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
             texts = causal_lm.generate(
                 self.model, self.tokenizer, need, seed=seed * 1000 + attempt,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
-                top_p=top_p, batch_size=batch_size,
+                top_p=top_p, batch_size=batch_size, grammar=self.grammar(),
             )
             generated += len(texts)
             for text in texts:

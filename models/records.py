@@ -5,14 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
+from transformers import LogitsProcessor
 
 SEP = " | "
+_PIPE = ord("|")
+_NUMERIC = frozenset(b"0123456789- |")
 
 
 @dataclass(frozen=True)
 class RecordCodec:
-    """Serialize ``fields`` in order as ``name: value`` pairs; the text field goes last so its
-    free text may contain anything, including the separator."""
+    """Serialize the values of ``fields`` in a fixed order, separated by `` | ``.
+
+    Values only, no field names: a small model under DP noise learns a seven-separator layout
+    far sooner than seven labels, and shorter lines train faster. The text field goes last so
+    its free text may contain anything, including the separator."""
 
     fields: tuple[str, ...]
     integer_fields: tuple[str, ...] = ()
@@ -22,7 +29,8 @@ class RecordCodec:
         for name in self.fields:
             value = row.get(name)
             value = "" if value is None or pd.isna(value) else str(value)
-            parts.append(f"{name}: {' '.join(value.split())}")
+            parts.append(" ".join(value.replace("|", "/").split()) if name != self.fields[-1]
+                         else " ".join(value.split()))
         return SEP.join(parts)
 
     def decode(self, text: str) -> dict | None:
@@ -31,9 +39,8 @@ class RecordCodec:
         if len(pieces) != len(self.fields):
             return None
         row: dict = {}
-        for name, piece in zip(self.fields, pieces, strict=True):
-            key, sep, value = piece.partition(": ")
-            if key != name or not sep or not value.strip():
+        for name, value in zip(self.fields, pieces, strict=True):
+            if not value.strip():
                 return None
             row[name] = value.strip()
         for name in self.integer_fields:
@@ -54,3 +61,27 @@ class RecordCodec:
     @classmethod
     def from_dict(cls, d: dict) -> RecordCodec:
         return cls(tuple(d["fields"]), tuple(d.get("integer_fields", ())))
+
+
+class RecordGrammar(LogitsProcessor):
+    """Keeps sampled lines in the codec's layout: no end of record before every field has been
+    written, and only digits in integer fields.
+
+    The layout is public schema, not private data, so enforcing it spends no privacy budget;
+    it spares a small DP model from learning punctuation it would otherwise get wrong."""
+
+    def __init__(self, codec: RecordCodec, eos_id: int, vocab_size: int, prompt_length: int):
+        self.seps = len(codec.fields) - 1
+        self.eos_id = eos_id
+        self.prompt_length = prompt_length
+        self.integer_slots = [i for i, f in enumerate(codec.fields) if f in codec.integer_fields]
+        self.non_numeric = torch.tensor([i not in _NUMERIC for i in range(vocab_size)])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        written = (input_ids[:, self.prompt_length:] == _PIPE).sum(1)       # [B] fields done
+        scores = scores.clone()
+        scores[written < self.seps, self.eos_id] = -torch.inf
+        for slot in self.integer_slots:
+            rows = written == slot
+            scores[rows.unsqueeze(1) & self.non_numeric[: scores.shape[1]]] = -torch.inf
+        return scores

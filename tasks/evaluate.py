@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import causal_lm
-from models.records import RecordCodec
+from models.records import RecordCodec, RecordGrammar
 from models.tokenizer import ByteTokenizer
 from tasks import pii, tracking
 from tasks.storage import write_json
@@ -54,8 +54,9 @@ def evaluate(model_dir: Path, holdout: pd.DataFrame, cfg: EvaluateConfig, seed: 
     tokenizer = ByteTokenizer()
     sequences = encode(holdout, codec, tokenizer, model.config.n_positions)
     ppl = perplexity(model, sequences, tokenizer.pad_id, cfg.batch_size)
+    grammar = RecordGrammar(codec, tokenizer.eos_id, tokenizer.vocab_size, prompt_length=1)
     texts = causal_lm.generate(model, tokenizer, cfg.samples, seed=seed,
-                               max_new_tokens=model.config.n_positions - 1)
+                               max_new_tokens=model.config.n_positions - 1, grammar=grammar)
     samples, dropped = clean_samples(texts)
     parsed = sum(codec.decode(t) is not None for t in texts)
     return {"perplexity": ppl, "holdout_records": len(sequences), "samples": samples,

@@ -1,0 +1,44 @@
+"""Test-wide isolation: every test session gets its own MLflow store, Prefect home and key.
+
+Set before any test module imports prefect or mlflow, which read these on first use.
+"""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION = Path(tempfile.mkdtemp(prefix="privgen-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION / "prefect")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION / 'mlflow.db'}"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PRIVGEN_PSEUDONYM_KEY"] = secrets.token_hex(32)
+
+from flows.environment import apply_defaults  # noqa: E402
+
+apply_defaults(_SESSION)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CSV = REPO / "data" / "demo" / "tickets.csv"
+PLANTED = REPO / "data" / "demo" / "planted_pii.json"
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION
+
+
+@pytest.fixture(scope="session")
+def demo_frame():
+    from tasks.ingest import IngestConfig, read_source
+
+    return read_source(DEMO_CSV, IngestConfig())
+
+
+@pytest.fixture(scope="session")
+def planted() -> dict:
+    import json
+
+    return json.loads(PLANTED.read_text())
