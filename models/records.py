@@ -10,7 +10,8 @@ from transformers import LogitsProcessor
 
 SEP = " | "
 _PIPE = ord("|")
-_NUMERIC = frozenset(b"0123456789- |")
+_SPACE = ord(" ")
+_NUMERIC = frozenset(b"0123456789 |")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class RecordCodec:
 
     def decode(self, text: str) -> dict | None:
         """The row a generated line describes, or None if it does not parse."""
-        pieces = text.split(SEP, len(self.fields) - 1)
+        pieces = text.split("|", len(self.fields) - 1)  # encode keeps "|" out of all but the last
         if len(pieces) != len(self.fields):
             return None
         row: dict = {}
@@ -64,24 +65,51 @@ class RecordCodec:
 
 
 class RecordGrammar(LogitsProcessor):
-    """Keeps sampled lines in the codec's layout: no end of record before every field has been
-    written, and only digits in integer fields.
+    """Keeps sampled lines in the codec's layout: every field non-empty and at most
+    ``max_field_bytes`` long (the free-text field excepted), no end of record before the last
+    field, only digits in integer fields.
 
     The layout is public schema, not private data, so enforcing it spends no privacy budget;
-    it spares a small DP model from learning punctuation it would otherwise get wrong."""
+    it spares a small DP model from learning punctuation it would otherwise get wrong. State is
+    updated from each step's last token, so a step costs O(batch), not O(length).
+    """
 
-    def __init__(self, codec: RecordCodec, eos_id: int, vocab_size: int, prompt_length: int):
+    def __init__(self, codec: RecordCodec, eos_id: int, vocab_size: int, prompt_length: int,
+                 max_field_bytes: int = 48):
         self.seps = len(codec.fields) - 1
+        self.max_field_bytes = max_field_bytes
         self.eos_id = eos_id
         self.prompt_length = prompt_length
         self.integer_slots = [i for i, f in enumerate(codec.fields) if f in codec.integer_fields]
         self.non_numeric = torch.tensor([i not in _NUMERIC for i in range(vocab_size)])
+        # A field counts as written once it holds a visible ASCII character: whitespace, control
+        # bytes and broken UTF-8 all vanish when the line is decoded and stripped.
+        self.visible = torch.tensor([33 <= i <= 126 and i != _PIPE for i in range(vocab_size)])
+        self.written = self.content = self.length = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        written = (input_ids[:, self.prompt_length:] == _PIPE).sum(1)       # [B] fields done
+        if input_ids.shape[1] == self.prompt_length:  # a new batch starts
+            self.written = torch.zeros(input_ids.shape[0], dtype=torch.long)
+            self.content = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            self.length = torch.zeros(input_ids.shape[0], dtype=torch.long)
+        else:
+            last = input_ids[:, -1]
+            is_pipe = (last == _PIPE) & (self.written < self.seps)
+            self.written += is_pipe.long()
+            self.content = ~is_pipe & (self.content | self.visible[last])
+            self.length = torch.where(is_pipe, 0, self.length + 1)
         scores = scores.clone()
-        scores[written < self.seps, self.eos_id] = -torch.inf
+        in_int = torch.zeros_like(self.content)
         for slot in self.integer_slots:
-            rows = written == slot
-            scores[rows.unsqueeze(1) & self.non_numeric[: scores.shape[1]]] = -torch.inf
+            in_int |= self.written == slot
+        # Digits only in integer fields, no inner spaces, and short enough for an int64.
+        scores[in_int.unsqueeze(1) & self.non_numeric[: scores.shape[1]]] = -torch.inf
+        scores[in_int & self.content, _SPACE] = -torch.inf
+        limit = torch.where(in_int, 10, self.max_field_bytes)
+        full = (self.length >= limit) & (self.written < self.seps) & self.content
+        pipe_scores = scores[full, _PIPE].clone()
+        scores[full] = -torch.inf
+        scores[full, _PIPE] = pipe_scores
+        scores[(self.written < self.seps) | ~self.content, self.eos_id] = -torch.inf
+        scores[~self.content & (self.written < self.seps), _PIPE] = -torch.inf
         return scores

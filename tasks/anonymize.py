@@ -192,6 +192,17 @@ def build_index(df: pd.DataFrame, contract: DataContract,
     return index
 
 
+def common_categories(rows: pd.DataFrame, contract: DataContract, k: int = 5) -> list[str]:
+    """Category values seen at least ``k`` times ("Aurora Laptop", "San Diego"): they pass
+    through to the output in their own column anyway, so naming them in text reveals nothing,
+    while a rare value could single someone out and stays subject to scrubbing."""
+    values: list[str] = []
+    for spec in contract.with_role(Role.CATEGORY):
+        counts = rows[spec.name].dropna().astype(str).value_counts()
+        values += counts[counts >= k].index.tolist()
+    return values
+
+
 def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
                 cfg: AnonymizeConfig, index: pii.IdentifierIndex) -> tuple[pd.Series, Counter]:
     """Replace PII in free text by typed placeholders: the row's own identifiers (and their
@@ -211,6 +222,7 @@ def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
     found = pii.presidio_spans(
         [pending[j] for j in present], ner_model=cfg.ner_model, entities=cfg.text_entities,
         threshold=cfg.score_threshold, custom_patterns=tuple(sorted(cfg.patterns.items())),
+        allow=common_categories(rows, contract),
     )
     for j, spans in zip(present, found, strict=True):
         # Placeholders from the first pass are not PII; Presidio sometimes tags them as such.

@@ -31,6 +31,11 @@ def session_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_csv() -> Path:
+    return DEMO_CSV
+
+
+@pytest.fixture(scope="session")
 def demo_frame():
     from tasks.ingest import IngestConfig, read_source
 

@@ -30,3 +30,9 @@ def test_row_pattern_catches_name_parts_and_respects_word_boundaries():
 def test_pattern_scan_needs_valid_checksums():
     assert pii.pattern_spans("card 4111 1111 1111 1111")
     assert not pii.pattern_spans("card 4111 1111 1111 1112")
+
+
+def test_mastercard_2_series_is_found():
+    # Presidio's own patterns miss 2221–2720 prefixes; privgen adds a Luhn-checked fallback.
+    assert pii.pattern_spans("paid with 2241242699986694 yesterday")
+    assert pii.pattern_spans("paid with 2241 2426 9998 6694 yesterday")

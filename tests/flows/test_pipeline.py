@@ -1,0 +1,121 @@
+"""Both flows end to end on a slice of the demo data, then a scan for leaked personal data."""
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import mlflow
+from flows.config import load_config
+from flows.generation import generation_flow
+from flows.registry import list_versions
+from flows.training import training_flow
+from tasks.generate import GenerateConfig
+
+pytestmark = pytest.mark.slow
+MODEL = "privgen-e2e"
+
+
+@pytest.fixture(scope="module")
+def pipeline(prefect_api, tmp_path_factory, demo_csv):
+    root = tmp_path_factory.mktemp("e2e")
+    subset = root / "tickets.csv"
+    lines = demo_csv.read_text().splitlines(keepends=True)
+    subset.write_text("".join(lines[:501]))  # header + 500 rows, a few of them bad
+    cfg = load_config(overrides=[
+        f"workdir={root / 'runs'}", f"ingest.path={subset}", f"register.model_name={MODEL}",
+        "train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
+        "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=4",
+    ])
+    handler = _Capture()
+    logging.getLogger().addHandler(handler)
+    try:
+        trained = training_flow(cfg)
+        out = root / "out" / "synthetic.parquet"
+        manifest = generation_flow(GenerateConfig(model=f"{MODEL}@champion", n=25, out=out))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return {"root": root, "cfg": cfg, "trained": trained, "manifest": manifest, "out": out,
+            "subset": subset, "logs": handler.lines, "prefect_db": Path(prefect_api)}
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def test_training_registers_a_private_champion(pipeline):
+    trained = pipeline["trained"]
+    assert trained["rows"]["rows_in"] == 500
+    assert trained["rows"]["rows_in"] == trained["rows"]["rows_kept"] + trained["rows"][
+        "rows_quarantined"]
+    assert 0 < trained["train"]["epsilon"] <= 8.0
+    versions = list_versions(MODEL)
+    champion = [v for v in versions if "champion" in v["aliases"]]
+    assert len(champion) == 1 and "challenger" in champion[0]["aliases"]
+    assert float(champion[0]["epsilon"]) <= 8.0 and float(champion[0]["delta"]) < 1 / 450
+
+
+def test_registered_model_loads_with_pyfunc_and_samples(pipeline):
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    out = model.predict(pd.DataFrame({"n": [3], "seed": [1]}))
+    assert list(out.columns) == [c for c in pipeline["manifest"]["columns"]]
+    assert len(out) <= 3
+
+
+def test_generation_writes_records_and_manifest(pipeline):
+    df = pd.read_parquet(pipeline["out"])
+    manifest = pipeline["manifest"]
+    assert len(df) == 25 == manifest["written"]
+    assert {"product", "channel", "rating", "message"} <= set(df.columns)
+    assert not {"full_name", "email", "phone", "ticket_id", "customer_id"} & set(df.columns)
+    assert manifest["model"]["alias"] == "champion" and manifest["privacy"]["epsilon"]
+
+
+def _secrets(planted: dict, subset_text: str) -> list[str]:
+    kinds = ("full_names", "emails", "phones", "card_numbers", "ibans", "other_person_names",
+             "order_numbers")
+    return sorted({v for k in kinds for v in planted[k] if v in subset_text})
+
+
+def _texts(root: Path):
+    """Every file's searchable text: parquet by cell, everything else by bytes."""
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+            yield path, "\n".join(df.astype(str).to_numpy().ravel().tolist())
+        else:
+            yield path, path.read_bytes().decode("utf-8", errors="ignore")
+
+
+def test_no_personal_data_or_key_leaves_the_anonymize_stage(pipeline, planted, session_dir):
+    secrets = _secrets(planted, pipeline["subset"].read_text())
+    assert len(secrets) > 300  # the slice really holds personal data to look for
+    key = os.environ["PRIVGEN_PSEUDONYM_KEY"]
+    exp = mlflow.get_experiment_by_name(pipeline["cfg"].experiment)
+    artifacts = Path(exp.artifact_location.removeprefix("file://"))
+    run_dir = next((pipeline["root"] / "runs").iterdir())
+    places = [session_dir / "mlflow.db", artifacts, pipeline["prefect_db"],
+              pipeline["out"].parent, run_dir / "anonymized", run_dir / "model"]
+    scanned = 0
+    for place in places:
+        files = [(place, place.read_bytes().decode("utf-8", "ignore"))] if place.is_file() \
+            else list(_texts(place))
+        assert files, place
+        for path, text in files:
+            low = text.lower()
+            leaked = [s for s in secrets if s.lower() in low]
+            assert not leaked, f"{len(leaked)} personal values in {path}"
+            assert key not in text, f"key in {path}"
+            scanned += 1
+    logs = "\n".join(pipeline["logs"]).lower()
+    assert pipeline["logs"] and not [s for s in secrets if s.lower() in logs]
+    assert scanned > 10
