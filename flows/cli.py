@@ -84,6 +84,11 @@ def run(
     from flows.config import load_config
 
     cfg = load_config(config, set_ or [])
+    if not Path(cfg.ingest.path).is_file():
+        from tasks.errors import InputError
+
+        raise InputError(f"{cfg.ingest.path}: input file not found; set ingest.path "
+                         "(--set ingest.path=FILE or in the config file)")
     _announce_key(cfg)
     from flows.training import training_flow
 
@@ -124,7 +129,8 @@ def generate(
                                            "manifest is written beside it.")] = Path(
         "outputs/synthetic.parquet"),
     seed: Annotated[int, typer.Option(help="Sampling seed; same seed, same records.")] = 7,
-    temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
+    temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: fewer, safer "
+                                               "choices per byte.")] = 0.8,
 ) -> None:
     """Sample synthetic records from a registered model into a Parquet file with a manifest."""
     from flows.generation import generation_flow
@@ -156,6 +162,27 @@ def models_(
                       r["delta"] or "-", r["perplexity"] or "-", r["verdict"] or "-",
                       r["created"])
     out.print(table if rows else "no registered models yet; run `privgen run`")
+
+
+@app.command()
+def serve(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config the "
+                                               "scheduled training runs read.")] = None,
+    train_cron: Annotated[str, typer.Option(help="Cron schedule of retraining.")] = "0 2 * * 0",
+    generate_cron: Annotated[str, typer.Option(help="Cron schedule of generation.")] = "0 4 * * *",
+    model: Annotated[str, typer.Option(help="Model to generate from.")] = "privgen-demo@champion",
+    n: Annotated[int, typer.Option("--n", help="Records per scheduled generation.", min=1)] = 1000,
+    out_path: Annotated[str, typer.Option("--out")] = "outputs/synthetic.parquet",
+) -> None:
+    """Serve both flows as Prefect deployments on cron schedules until interrupted."""
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build
+
+    deployments = build(config, train_cron, generate_cron, model, n, out_path)
+    console.print(f"serving {len(deployments)} deployments (training: {train_cron}, "
+                  f"generation: {generate_cron}); Ctrl-C to stop")
+    prefect_serve(*deployments, print_starting_message=False)
 
 
 def main() -> None:

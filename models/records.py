@@ -24,6 +24,8 @@ class RecordCodec:
 
     fields: tuple[str, ...]
     integer_fields: tuple[str, ...] = ()
+    # Longest value of each integer field, in characters, from the contract's range.
+    integer_widths: tuple[int, ...] = ()
 
     def encode(self, row: dict) -> str:
         parts = []
@@ -57,11 +59,13 @@ class RecordCodec:
         return df
 
     def to_dict(self) -> dict:
-        return {"fields": list(self.fields), "integer_fields": list(self.integer_fields)}
+        return {"fields": list(self.fields), "integer_fields": list(self.integer_fields),
+                "integer_widths": list(self.integer_widths)}
 
     @classmethod
     def from_dict(cls, d: dict) -> RecordCodec:
-        return cls(tuple(d["fields"]), tuple(d.get("integer_fields", ())))
+        return cls(tuple(d["fields"]), tuple(d.get("integer_fields", ())),
+                   tuple(d.get("integer_widths", ())))
 
 
 class RecordGrammar(LogitsProcessor):
@@ -81,6 +85,9 @@ class RecordGrammar(LogitsProcessor):
         self.eos_id = eos_id
         self.prompt_length = prompt_length
         self.integer_slots = [i for i, f in enumerate(codec.fields) if f in codec.integer_fields]
+        widths = dict(zip(codec.integer_fields, codec.integer_widths, strict=False))
+        # +1: the value is written after a space; 10 digits when the contract gives no range.
+        self.widths = [widths.get(codec.fields[i], 10) + 1 for i in self.integer_slots]
         self.non_numeric = torch.tensor([i not in _NUMERIC for i in range(vocab_size)])
         # A field counts as written once it holds a visible ASCII character: whitespace, control
         # bytes and broken UTF-8 all vanish when the line is decoded and stripped.
@@ -100,12 +107,13 @@ class RecordGrammar(LogitsProcessor):
             self.length = torch.where(is_pipe, 0, self.length + 1)
         scores = scores.clone()
         in_int = torch.zeros_like(self.content)
-        for slot in self.integer_slots:
+        limit = torch.full_like(self.length, self.max_field_bytes)
+        for slot, width in zip(self.integer_slots, self.widths, strict=True):
             in_int |= self.written == slot
+            limit[self.written == slot] = width
         # Digits only in integer fields, no inner spaces, and short enough for an int64.
         scores[in_int.unsqueeze(1) & self.non_numeric[: scores.shape[1]]] = -torch.inf
         scores[in_int & self.content, _SPACE] = -torch.inf
-        limit = torch.where(in_int, 10, self.max_field_bytes)
         full = (self.length >= limit) & (self.written < self.seps) & self.content
         pipe_scores = scores[full, _PIPE].clone()
         scores[full] = -torch.inf

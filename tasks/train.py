@@ -82,8 +82,10 @@ def codec_for(contract: DataContract, columns: list[str]) -> RecordCodec:
     specs = [c for c in contract.columns if c.role not in excluded and c.name in columns]
     ordered = [c for c in specs if c.role is not Role.TEXT] + [c for c in specs
                                                                 if c.role is Role.TEXT]
-    ints = tuple(c.name for c in ordered if c.dtype is DType.INTEGER)
-    return RecordCodec(tuple(c.name for c in ordered), ints)
+    ints = [c for c in ordered if c.dtype is DType.INTEGER]
+    widths = tuple(max(len(str(int(c.min))), len(str(int(c.max))))
+                   if c.min is not None and c.max is not None else 10 for c in ints)
+    return RecordCodec(tuple(c.name for c in ordered), tuple(c.name for c in ints), widths)
 
 
 def split_holdout(df: pd.DataFrame, fraction: float,

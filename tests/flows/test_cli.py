@@ -1,0 +1,50 @@
+"""The CLI as a person meets it: one clear line and a non-zero exit on user errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "privgen"
+
+
+def _run(*args, cwd, env=None):
+    return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, **(env or {})})
+
+
+def test_bad_config_value_fails_before_any_work(tmp_path):
+    res = _run("run", "--set", "train.privacy.target_epsilon=-1", cwd=tmp_path)
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert "train.privacy.target_epsilon" in res.stderr and "Traceback" not in res.stderr
+    assert len(lines) <= 3  # one message, possibly wrapped by the terminal width
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_input_names_the_file(tmp_path):
+    res = _run("run", "--set", "ingest.path=nowhere.csv", cwd=tmp_path)
+    assert res.returncode == 1 and "nowhere.csv" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_generate_from_unknown_model_says_what_to_do(tmp_path):
+    res = _run("generate", "--model", "nosuchmodel@champion", "--n", "5", cwd=tmp_path)
+    assert res.returncode == 1 and "nosuchmodel" in res.stderr and "privgen" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["generate", "--help"],
+                                 ["models", "--help"], ["serve", "--help"]])
+def test_every_command_explains_itself(cmd, tmp_path):
+    res = _run(*cmd, cwd=tmp_path)
+    assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def test_serve_builds_scheduled_deployments():
+    from flows.deployments import build
+
+    training, generation = build(None, "0 2 * * 0", "0 4 * * *", "m@champion", 10, "x.parquet")
+    assert training.schedules[0].schedule.cron == "0 2 * * 0"
+    assert generation.parameters == {"model": "m@champion", "n": 10, "out": "x.parquet"}
