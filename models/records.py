@@ -86,38 +86,45 @@ class RecordGrammar(LogitsProcessor):
         self.prompt_length = prompt_length
         self.integer_slots = [i for i, f in enumerate(codec.fields) if f in codec.integer_fields]
         widths = dict(zip(codec.integer_fields, codec.integer_widths, strict=False))
-        # +1: the value is written after a space; 10 digits when the contract gives no range.
-        self.widths = [widths.get(codec.fields[i], 10) + 1 for i in self.integer_slots]
+        # Digits per integer field; 10 when the contract gives no range.
+        self.widths = [widths.get(codec.fields[i], 10) for i in self.integer_slots]
         self.non_numeric = torch.tensor([i not in _NUMERIC for i in range(vocab_size)])
         # A field counts as written once it holds a visible ASCII character: whitespace, control
         # bytes and broken UTF-8 all vanish when the line is decoded and stripped.
         self.visible = torch.tensor([33 <= i <= 126 and i != _PIPE for i in range(vocab_size)])
-        self.written = self.content = self.length = None
+        self.written = self.content = self.length = self.digits = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] == self.prompt_length:  # a new batch starts
             self.written = torch.zeros(input_ids.shape[0], dtype=torch.long)
             self.content = torch.zeros(input_ids.shape[0], dtype=torch.bool)
             self.length = torch.zeros(input_ids.shape[0], dtype=torch.long)
+            self.digits = torch.zeros(input_ids.shape[0], dtype=torch.long)
         else:
             last = input_ids[:, -1]
             is_pipe = (last == _PIPE) & (self.written < self.seps)
             self.written += is_pipe.long()
             self.content = ~is_pipe & (self.content | self.visible[last])
             self.length = torch.where(is_pipe, 0, self.length + 1)
+            is_digit = (last >= ord("0")) & (last <= ord("9"))
+            self.digits = torch.where(is_pipe, 0, self.digits + is_digit.long())
         scores = scores.clone()
         in_int = torch.zeros_like(self.content)
-        limit = torch.full_like(self.length, self.max_field_bytes)
+        used, limit = self.length.clone(), torch.full_like(self.length, self.max_field_bytes)
         for slot, width in zip(self.integer_slots, self.widths, strict=True):
             in_int |= self.written == slot
             limit[self.written == slot] = width
-        # Digits only in integer fields, no inner spaces, and short enough for an int64.
+            used[self.written == slot] = self.digits[self.written == slot]
+        # Integer fields: one optional leading space, then at most `width` digits.
         scores[in_int.unsqueeze(1) & self.non_numeric[: scores.shape[1]]] = -torch.inf
-        scores[in_int & self.content, _SPACE] = -torch.inf
-        full = (self.length >= limit) & (self.written < self.seps) & self.content
+        scores[in_int & (self.length > 0), _SPACE] = -torch.inf
+        over = (used >= limit) & (self.written < self.seps)
+        full = over & self.content
         pipe_scores = scores[full, _PIPE].clone()
         scores[full] = -torch.inf
         scores[full, _PIPE] = pipe_scores
+        # A field still blank at its limit must get a visible character next.
+        scores[(over & ~self.content).unsqueeze(1) & ~self.visible[: scores.shape[1]]] = -torch.inf
         scores[(self.written < self.seps) | ~self.content, self.eos_id] = -torch.inf
         scores[~self.content & (self.written < self.seps), _PIPE] = -torch.inf
         return scores
