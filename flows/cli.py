@@ -7,11 +7,21 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from flows.environment import apply_defaults
@@ -27,23 +37,33 @@ _state = {"debug": False}
 
 
 class _StageLog(logging.Handler):
-    """Shows each stage's INFO/WARNING lines under the spinner; errors are left to the CLI's
-    one-line message, so no traceback reaches the user unless --debug."""
+    """Turns the flows' log records into what a person watches: one line per stage message and
+    a progress bar fed by records that carry ``extra={"progress": (done, total, unit)}``.
 
-    def __init__(self, status) -> None:
+    Errors are left to the CLI's one-line message, so no traceback reaches the user unless
+    --debug."""
+
+    def __init__(self, progress: Progress) -> None:
         super().__init__(logging.INFO)
-        self.status = status
+        self.progress = progress
+        self.bars: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.ERROR:
             return
-        stage = getattr(record, "task_name", None) or "flow"
+        stage = getattr(record, "task_name", None) or getattr(record, "stage", None) or "flow"
         message = record.getMessage()
         if message.startswith(("Finished in state", "Beginning", "Created task run")):
             return
+        done_total = getattr(record, "progress", None)
+        if done_total:
+            done, total, unit = done_total
+            if stage not in self.bars:
+                self.bars[stage] = self.progress.add_task(f"{stage} ({unit})", total=total)
+            self.progress.update(self.bars[stage], completed=done, total=total)
+            return
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        console.print(f"[{style}]{stage:>9}[/] {message}")
-        self.status.update(f"[bold]{stage}[/]: {message[:80]}")
+        self.progress.console.print(f"[{style}]{stage:>9}[/] {message}")
 
 
 def _quiet_prefect_console(debug: bool) -> None:
@@ -52,14 +72,24 @@ def _quiet_prefect_console(debug: bool) -> None:
     if not debug:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        # MLflow and transformers print their own INFO lines and advice into the display.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore")
 
 
 def _run_with_progress(title: str, fn, *args):
-    with console.status(f"[bold]{title}[/]", spinner="dots") as status:
-        handler = _StageLog(status)
-        loggers = [logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")]
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        progress.add_task(title, total=None)
+        handler = _StageLog(progress)
+        loggers = [logging.getLogger(name) for name in
+                   ("prefect.flow_runs", "prefect.task_runs", "privgen.progress")]
         for lg in loggers:
             lg.addHandler(handler)
+        logging.getLogger("privgen.progress").setLevel(logging.INFO)
         try:
             return fn(*args)
         finally:

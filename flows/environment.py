@@ -48,4 +48,7 @@ def apply_defaults(root: Path | None = None) -> dict[str, str]:
         if name not in os.environ:
             os.environ[name] = value
             applied[name] = value
+    if "PREFECT_HOME" in applied:
+        # Prefect creates its home without parents and warns when it cannot.
+        Path(applied["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     return applied

@@ -37,7 +37,8 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
 
     def sample(self, n: int, seed: int, *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, max_new_tokens: int | None = None, batch_size: int = 128,
-               max_attempts: int = 4, keep=lambda row: True) -> Sample:
+               max_attempts: int = 4, keep=lambda row: True,
+               on_batch=lambda done, total: None) -> Sample:
         """Draw until ``n`` records parse and pass ``keep``, or ``max_attempts`` rounds end.
 
         Each round draws the shortfall with its own seed, so a call is deterministic."""
@@ -48,18 +49,22 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
             need = n - len(rows)
             if need <= 0:
                 break
-            texts = causal_lm.generate(
-                self.model, self.tokenizer, need, seed=seed * 1000 + attempt,
-                max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
-                top_p=top_p, batch_size=batch_size, grammar=self.grammar(),
-            )
-            generated += len(texts)
-            for text in texts:
-                row = self.codec.decode(text)
-                if row is None:
-                    failures += 1
-                elif keep(row):
-                    rows.append(row)
+            for start in range(0, need, batch_size):
+                texts = causal_lm.generate(
+                    self.model, self.tokenizer, min(batch_size, need - start),
+                    seed=(seed * 1000 + attempt) * 100_003 + start,
+                    max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_k=top_k or None, top_p=top_p, batch_size=batch_size,
+                    grammar=self.grammar(),
+                )
+                generated += len(texts)
+                for text in texts:
+                    row = self.codec.decode(text)
+                    if row is None:
+                        failures += 1
+                    elif keep(row):
+                        rows.append(row)
+                on_batch(min(len(rows), n), n)
         return Sample(self.codec.frame(rows[:n]), generated, failures)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):

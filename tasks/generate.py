@@ -3,6 +3,7 @@ a manifest saying which model made them."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import mlflow
 from tasks import pii, tracking
 from tasks.errors import GenerationError, RegistryError
 from tasks.storage import file_digest, write_json, write_parquet
+
+# Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
+progress = logging.getLogger("privgen.progress")
 
 
 class GenerateConfig(BaseModel):
@@ -79,6 +83,8 @@ def generate_task(cfg: GenerateConfig, run_id: str) -> dict:
     sample = loaded.unwrap_python_model().sample(
         cfg.n, cfg.seed, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
         batch_size=cfg.batch_size, keep=keep,
+        on_batch=lambda done, total: progress.info(
+            "records", extra={"stage": "generate", "progress": (done, total, "records")}),
     )
     seconds = time.monotonic() - started
     if len(sample.records) < cfg.n:

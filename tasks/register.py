@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -78,30 +79,41 @@ def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_dige
     }
 
 
-def log_model(run_id: str, model_dir: str, name: str):
-    """Log the pyfunc with signature and input example, and register it as a new version."""
+def log_model(run_id: str, model_dir: str, name: str) -> str:
+    """Log the pyfunc with signature and input example, register it as a new version of
+    ``name`` and return that version.
+
+    Registered through the client rather than ``registered_model_name`` because the fluent
+    path prints to stderr, over the CLI's progress display."""
     wrapper = SyntheticRecordsModel()
     example = pd.DataFrame({"n": [2], "seed": [0]})
     context = type("Context", (), {"artifacts": {ARTIFACT: model_dir}})()
     wrapper.load_context(context)
     signature = infer_signature(example, wrapper.predict(context, example), SAMPLING_PARAMS)
     with mlflow.start_run(run_id=run_id):
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name="model", python_model=SyntheticRecordsModel(),
             artifacts={ARTIFACT: model_dir}, signature=signature, input_example=example,
             code_paths=[str(Path(models.__file__).parent)],
             pip_requirements=[f"{p}=={metadata.version(p)}" for p in
                               ("mlflow", "torch", "transformers", "pandas", "pydantic")],
-            registered_model_name=name,
         )
+    client = tracking.client()
+    try:
+        client.create_registered_model(name, description="privgen synthetic-data generator")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(name, source=info.model_uri, run_id=run_id,
+                                     model_id=info.model_id)
+    return str(mv.version)
 
 
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
                   config_digest: str, cfg: RegisterConfig, run_id: str) -> dict:
     logger = get_run_logger()
-    info = log_model(run_id, model_dir, cfg.model_name)
-    version = str(info.registered_model_version)
+    version = log_model(run_id, model_dir, cfg.model_name)
     verdicts = gates(train, evaluation, cfg)
     tags = version_tags(train, evaluation, dataset_digest, config_digest, verdicts)
     client = tracking.client()

@@ -34,6 +34,8 @@ from tasks.errors import PrivacyError
 from tasks.storage import write_parquet
 
 log = logging.getLogger(__name__)
+# Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
+progress = logging.getLogger("privgen.progress")
 
 
 class PrivacyConfig(BaseModel):
@@ -215,8 +217,10 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         if math.isfinite(m["epsilon"]):
             metrics["privacy.epsilon"] = m["epsilon"]
         tracking.log_metrics(run_id, metrics, step=m["epoch"])
-        logger.info("epoch %d: loss %.3f, ε %.2f, %d steps", m["epoch"], m["loss"],
-                    m["epsilon"], m["steps"])
+        logger.info("epoch %d/%d: loss %.3f, ε %.2f, %d steps", m["epoch"], cfg.epochs,
+                    m["loss"], m["epsilon"], m["steps"])
+        progress.info("epoch", extra={"stage": "train",
+                                      "progress": (m["epoch"], cfg.epochs, "epochs")})
 
     model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end)
     meta = {"codec": codec.to_dict(), "tokenizer": "bytes",

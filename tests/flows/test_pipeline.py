@@ -104,6 +104,7 @@ def test_no_personal_data_or_key_leaves_the_anonymize_stage(pipeline, planted, s
     artifacts = Path(exp.artifact_location.removeprefix("file://"))
     run_dir = next((pipeline["root"] / "runs").iterdir())
     places = [session_dir / "mlflow.db", artifacts, pipeline["prefect_db"],
+              session_dir / "prefect",  # Prefect home: result storage, local state
               pipeline["out"].parent, run_dir / "anonymized", run_dir / "model"]
     scanned = 0
     for place in places:
