@@ -35,7 +35,7 @@ def timed(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 
 def file_text(path: Path) -> str:
     if path.suffix == ".parquet":
-        return "\n".join(pd.read_parquet(path).astype(str).to_numpy().ravel().tolist())
+        return pd.read_parquet(path).to_csv(index=False)
     return path.read_bytes().decode("utf-8", errors="ignore")
 
 

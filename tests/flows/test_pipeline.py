@@ -91,7 +91,7 @@ def _texts(root: Path):
             continue
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
-            yield path, "\n".join(df.astype(str).to_numpy().ravel().tolist())
+            yield path, df.to_csv(index=False)
         else:
             yield path, path.read_bytes().decode("utf-8", errors="ignore")
 
