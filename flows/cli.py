@@ -161,12 +161,17 @@ def generate(
     seed: Annotated[int, typer.Option(help="Sampling seed; same seed, same records.")] = 7,
     temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: fewer, safer "
                                                "choices per byte.")] = 0.8,
+    shard_size: Annotated[int, typer.Option(min=1, help="Records per shard; a rerun after a "
+                                            "crash regenerates only missing shards.")] = 1000,
+    workers: Annotated[int, typer.Option(min=1, help="Shards generated at once.")] = 1,
 ) -> None:
-    """Sample synthetic records from a registered model into a Parquet file with a manifest."""
+    """Sample synthetic records from a registered model into a .parquet, .csv or .jsonl file
+    with a manifest beside it."""
     from flows.generation import generation_flow
     from tasks.generate import GenerateConfig
 
-    cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature)
+    cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature,
+                         shard_size=shard_size, workers=workers)
     manifest = _run_with_progress(f"generating {n} records", generation_flow, cfg)
     mdl = manifest["model"]
     out.print(f"[green]wrote[/] {manifest['written']} records to {manifest['file']['path']} "
@@ -186,12 +191,87 @@ def models_(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("model", "version", "aliases", "ε", "δ", "perplexity", "verdict", "created")
+    table = Table("model", "version", "aliases", "stage", "ε", "δ", "perplexity", "verdict",
+                  "created")
     for r in rows:
-        table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["epsilon"] or "-",
-                      r["delta"] or "-", r["perplexity"] or "-", r["verdict"] or "-",
+        failed = [g for g, v in r["gates"].items() if v != "pass"]
+        verdict = f"{r['verdict']} ({', '.join(failed)})" if failed else r["verdict"] or "-"
+        table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["stage"],
+                      r["epsilon"] or "-", r["delta"] or "-", r["perplexity"] or "-", verdict,
                       r["created"])
     out.print(table if rows else "no registered models yet; run `privgen run`")
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even though gates fail; "
+                                        "needs --reason.")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the history; "
+                                               "required with --force.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config holding "
+                                                "the gates (the register section).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field, e.g. "
+                                                   "--set register.max_epsilon=4.")] = None,
+) -> None:
+    """Make VERSION the champion of NAME if it passes the gates: a private model, ε within the
+    budget, perplexity under the threshold and not worse than the champion's beyond the
+    tolerance. The change, who made it and why go into the registry's history."""
+    from flows.config import load_config
+    from tasks.promotion import promote as promote_version
+
+    cfg = load_config(config, set_ or [])
+    entry = promote_version(name, version, cfg.register, cfg.promote, force=force,
+                            reason=reason)
+    if entry is None:
+        out.print(f"{name} version {version} already is the champion; nothing changed")
+        return
+    out.print(f"[green]{name} version {version} is champion[/] (was "
+              f"{entry['from'] or 'none'}; {_why(entry)}); history #{entry['seq']}")
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the "
+                                               "history.")] = None,
+) -> None:
+    """Give the champion alias of NAME back to the champion before the current one, as the
+    registry's history has it, without re-checking gates."""
+    from tasks.promotion import rollback as rollback_model
+
+    entry = rollback_model(name, reason=reason)
+    out.print(f"[green]{name} version {entry['to']} is champion again[/] (was "
+              f"{entry['from'] or 'none'}); history #{entry['seq']}")
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show who changed the champion of NAME, when (UTC), from which version to which, and
+    why, oldest first, from the registry itself."""
+    from tasks.promotion import history as read_history
+
+    entries = read_history(name)
+    if as_json:
+        out.print_json(json.dumps(entries))
+        return
+    table = Table("#", "when (UTC)", "who", "action", "change", "why")
+    for e in entries:
+        table.add_row(str(e["seq"]), e["at"].replace("T", " ").rstrip("Z"), e["actor"],
+                      e["action"], f"{e['from'] or '-'} → {e['to']}", _why(e))
+    out.print(table if entries else f"no promotions of {name} recorded yet")
+
+
+def _why(entry: dict) -> str:
+    verdicts = entry.get("gates") or {}
+    failed = [g for g, v in verdicts.items() if v != "pass"]
+    parts = [f"overrode {', '.join(failed)}"] if failed else (
+        ["all gates passed"] if verdicts else [])
+    return "; ".join([*parts, *filter(None, [entry.get("reason")])]) or "-"
 
 
 @app.command()

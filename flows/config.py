@@ -20,6 +20,7 @@ from tasks.errors import ConfigError
 from tasks.evaluate import EvaluateConfig
 from tasks.generate import GenerateConfig
 from tasks.ingest import IngestConfig
+from tasks.promotion import PromotionConfig
 from tasks.register import RegisterConfig
 from tasks.train import TrainConfig
 from tasks.validate import ValidateConfig
@@ -74,6 +75,7 @@ class PipelineConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register: RegisterConfig = Field(default_factory=RegisterConfig)
+    promote: PromotionConfig = Field(default_factory=PromotionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     def digest(self) -> str:

@@ -1,4 +1,4 @@
-"""Reading the MLflow model registry for people: versions, aliases, privacy tags."""
+"""Reading the MLflow model registry for people: versions, aliases, stages, privacy tags."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tasks.errors import RegistryError
+from tasks.promotion import LOCK_SUFFIX
 
 
 def list_versions(name: str | None = None) -> list[dict]:
@@ -19,7 +20,8 @@ def list_versions(name: str | None = None) -> list[dict]:
             raise RegistryError(f"no registered model named {name!r}; run `privgen models` "
                                 "to see what exists") from None
     else:
-        models = client.search_registered_models()
+        models = [rm for rm in client.search_registered_models()
+                  if not rm.name.endswith(LOCK_SUFFIX)]
     rows = []
     for rm in models:
         aliases: dict[str, list[str]] = {}
@@ -29,11 +31,14 @@ def list_versions(name: str | None = None) -> list[dict]:
             rows.append({
                 "name": rm.name, "version": str(mv.version),
                 "aliases": sorted(aliases.get(str(mv.version), [])),
+                "stage": mv.current_stage,
                 "epsilon": mv.tags.get("privacy.epsilon"), "delta": mv.tags.get("privacy.delta"),
                 "accountant": mv.tags.get("privacy.accountant"),
                 "private": mv.tags.get("privacy.private"),
                 "perplexity": mv.tags.get("eval.perplexity"),
                 "verdict": mv.tags.get("policy.verdict"),
+                "gates": {k.removeprefix("gate."): v for k, v in sorted(mv.tags.items())
+                          if k.startswith("gate.")},
                 "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
                 .strftime("%Y-%m-%d %H:%M:%S"),
                 "run_id": mv.run_id,

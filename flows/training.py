@@ -48,7 +48,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
         evaluated = evaluate_task(trained["model_dir"], trained["holdout_path"], cfg.evaluate,
                                   cfg.seed, d["model"], run_id)
         registered = register_task(trained["model_dir"], trained, evaluated,
-                                   ingested.source_digest, cfg.digest(), cfg.register, run_id)
+                                   ingested.source_digest, cfg.digest(), cfg.register,
+                                   cfg.promote, run_id)
         status = "FINISHED"
         return {"run_id": run_id, "rows": validated, "train": trained, "eval": evaluated,
                 "model": registered}

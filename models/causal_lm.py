@@ -102,7 +102,7 @@ def unwrap(model: torch.nn.Module) -> GPT2LMHeadModel:
     return model
 
 
-def save(model: torch.nn.Module, directory: Path, meta: dict) -> Path:
+def save(model: torch.nn.Module, directory: Path, meta: dict, extra=lambda tmp: None) -> Path:
     """Weights with the config that built them (``save_pretrained``) plus privgen's metadata,
     written to a temp folder and renamed into place so a reader never sees half a model."""
     directory = Path(directory)
@@ -111,6 +111,7 @@ def save(model: torch.nn.Module, directory: Path, meta: dict) -> Path:
     try:
         unwrap(model).save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        extra(tmp)  # further files that must travel with the weights
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)

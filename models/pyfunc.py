@@ -13,6 +13,7 @@ import pandas as pd
 import mlflow
 from models import causal_lm
 from models.records import RecordCodec, RecordGrammar
+from models.replay import ReplayIndex
 from models.tokenizer import ByteTokenizer
 
 ARTIFACT = "model"  # name of the weights folder among the pyfunc's artifacts
@@ -30,6 +31,12 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         self.model, self.meta = causal_lm.load(context.artifacts[ARTIFACT])
         self.codec = RecordCodec.from_dict(self.meta["codec"])
         self.tokenizer = ByteTokenizer()
+        self.replay = ReplayIndex.load(context.artifacts[ARTIFACT])
+
+    def copies_training_text(self, row: dict) -> bool:
+        """Whether any text field of ``row`` repeats a long n-gram of the training text."""
+        columns = self.meta.get("replay", {}).get("columns", [])
+        return self.replay is not None and any(self.replay.copies(row.get(c)) for c in columns)
 
     def grammar(self) -> RecordGrammar:
         return RecordGrammar(self.codec, self.tokenizer.eos_id, self.tokenizer.vocab_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -9,6 +10,8 @@ import torch
 from transformers import LogitsProcessor
 
 SEP = " | "
+# Control characters are never valid record content and break CSV readers downstream.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PIPE = ord("|")
 _SPACE = ord(" ")
 _NUMERIC = frozenset(b"0123456789 |")
@@ -43,6 +46,7 @@ class RecordCodec:
             return None
         row: dict = {}
         for name, value in zip(self.fields, pieces, strict=True):
+            value = _CONTROL.sub(" ", value)
             if not value.strip():
                 return None
             row[name] = value.strip()

@@ -10,6 +10,7 @@ import math
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -19,10 +20,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from tasks.promotion import PromotionConfig
+
 import mlflow
 import models
 from models.pyfunc import ARTIFACT, SyntheticRecordsModel
 from tasks import tracking
+from tasks.errors import RegistryError
 
 
 class RegisterConfig(BaseModel):
@@ -111,7 +116,8 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
 
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
-                  config_digest: str, cfg: RegisterConfig, run_id: str) -> dict:
+                  config_digest: str, cfg: RegisterConfig, policy: PromotionConfig,
+                  run_id: str) -> dict:
     logger = get_run_logger()
     version = log_model(run_id, model_dir, cfg.model_name)
     verdicts = gates(train, evaluation, cfg)
@@ -120,9 +126,19 @@ def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest:
     for k, v in tags.items():
         client.set_model_version_tag(cfg.model_name, version, k, v)
     client.set_registered_model_alias(cfg.model_name, "challenger", version)
-    promoted = tags["policy.verdict"] == "pass"
-    if promoted:
-        client.set_registered_model_alias(cfg.model_name, "champion", version)
+    promoted = False
+    if tags["policy.verdict"] == "pass":
+        # Through the ops path, so the history, the lock and the mirrored stages apply and a
+        # challenger worse than the current champion stays a challenger.
+        from tasks.promotion import promote
+
+        try:
+            promote(cfg.model_name, version, cfg, policy, who="training-flow",
+                    reason="gates passed at registration")
+            promoted = True
+        except RegistryError as refused:
+            verdicts["champion"] = f"fail: {refused}"
+            logger.warning("not promoted: %s", refused)
     tracking.set_tags(run_id, {"privgen.model_version": f"{cfg.model_name}/{version}",
                                "privgen.promoted": promoted})
     rows = "\n".join(f"| {k} | {v} |" for k, v in verdicts.items())

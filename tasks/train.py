@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models import causal_lm, dp_layers
 from models.records import RecordCodec
+from models.replay import ReplayIndex
 from models.tokenizer import ByteTokenizer
 from tasks import tracking
 from tasks.contract import DataContract, DType, Role
@@ -225,7 +226,11 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end)
     meta = {"codec": codec.to_dict(), "tokenizer": "bytes",
             "model_config": cfg.model.model_dump(), "train": asdict(result)}
-    model_dir = causal_lm.save(model, out / "model", meta)
+    # Built from the same anonymized text the model saw; lets generation reject copies of it.
+    text_cols = [c.name for c in contract.with_role(Role.TEXT) if c.name in train_df.columns]
+    replay = ReplayIndex.build(t for c in text_cols for t in train_df[c])
+    meta["replay"] = {"ngram_words": replay.n, "ngrams": len(replay), "columns": text_cols}
+    model_dir = causal_lm.save(model, out / "model", meta, extra=replay.save)
     tracking.log_params(run_id, {"privacy.target_delta": result.delta,
                                  "privacy.noise_multiplier": result.noise_multiplier,
                                  "privacy.sample_rate": result.sample_rate,

@@ -58,7 +58,11 @@ def test_training_registers_a_private_champion(pipeline):
     assert 0 < trained["train"]["epsilon"] <= 8.0
     versions = list_versions(MODEL)
     champion = [v for v in versions if "champion" in v["aliases"]]
-    assert len(champion) == 1 and "challenger" in champion[0]["aliases"]
+    assert len(champion) == 1 and champion[0]["stage"] == "Production"
+    from tasks.promotion import history
+
+    entry = history(MODEL)[-1]
+    assert (entry["to"], entry["actor"], entry["action"]) == ("1", "training-flow", "promote")
     assert float(champion[0]["epsilon"]) <= 8.0 and float(champion[0]["delta"]) < 1 / 450
 
 
@@ -120,3 +124,27 @@ def test_no_personal_data_or_key_leaves_the_anonymize_stage(pipeline, planted, s
     logs = "\n".join(pipeline["logs"]).lower()
     assert pipeline["logs"] and not [s for s in secrets if s.lower() in logs]
     assert scanned > 10
+
+
+def test_rerun_after_a_lost_shard_regenerates_only_it_byte_identical(pipeline):
+    out = pipeline["root"] / "resume" / "synthetic.csv"
+    cfg = GenerateConfig(model=f"{MODEL}@champion", n=30, shard_size=10, out=out, seed=3)
+    first = generation_flow(cfg)
+    original = out.read_bytes()
+    shards = out.parent / f".{out.name}.shards"
+    (shards / "shard-00001.json").unlink()  # as if killed before shard 1 was committed
+    (shards / "shard-00002.parquet").write_bytes(b"torn write")  # and shard 2 half-written
+    second = generation_flow(cfg)
+    assert out.read_bytes() == original
+    assert second["file"]["sha256"] == first["file"]["sha256"]
+    assert [s["sha256"] for s in second["shards"]] == [s["sha256"] for s in first["shards"]]
+    assert len(pd.read_csv(out)) == 30 == second["written"]
+
+
+def test_generated_record_copying_training_text_is_rejected(pipeline):
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model()
+    train = pd.read_parquet(next((pipeline["root"] / "runs").iterdir()) / "model" /
+                            "train.parquet")
+    message = next(m for m in train["message"] if isinstance(m, str) and len(m.split()) > 12)
+    assert model.copies_training_text({"message": "Hi. " + message})
+    assert not model.copies_training_text({"message": "entirely new words never seen before"})

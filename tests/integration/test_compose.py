@@ -162,7 +162,9 @@ def test_initdb_creates_both_databases(services: dict) -> None:
 
 def test_service_urls_point_at_the_right_databases(services: dict) -> None:
     mlflow_uri = _environment(services["mlflow"])["MLFLOW_BACKEND_STORE_URI"] or ""
-    assert mlflow_uri.startswith("postgresql://") and mlflow_uri.endswith("@postgres:5432/mlflow")
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the MLflow image lacks.
+    assert mlflow_uri.startswith("postgresql+psycopg2://")
+    assert mlflow_uri.endswith("@postgres:5432/mlflow")
     prefect_uri = (
         _environment(services["prefect-server"])["PREFECT_API_DATABASE_CONNECTION_URL"] or ""
     )
