@@ -82,6 +82,9 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
                 int(request["n"]), int(request.get("seed", 0)),
                 temperature=float(params.get("temperature", 1.0)),
                 top_k=int(params.get("top_k", 0)), top_p=float(params.get("top_p", 1.0)),
+                # Served records never repeat training text either; the batch flow also runs
+                # the PII scanner, which lives with the anonymize stage, not in the model.
+                keep=lambda row: not self.copies_training_text(row),
             )
             frames.append(sample.records)
         return pd.concat(frames, ignore_index=True) if frames else self.codec.frame([])

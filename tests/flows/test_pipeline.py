@@ -148,3 +148,41 @@ def test_generated_record_copying_training_text_is_rejected(pipeline):
     message = next(m for m in train["message"] if isinstance(m, str) and len(m.split()) > 12)
     assert model.copies_training_text({"message": "Hi. " + message})
     assert not model.copies_training_text({"message": "entirely new words never seen before"})
+
+
+def test_registered_model_serves_records_over_rest(pipeline):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bindir = str(Path(sys.executable).parent)  # mlflow starts uvicorn from PATH
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen(
+        [f"{bindir}/mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(1)
+        body = json.dumps({"dataframe_split": {"columns": ["n", "seed"], "data": [[4, 1]]},
+                           "params": {"temperature": 0.8}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        records = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(records) == 4
+    assert set(records[0]) == set(pipeline["manifest"]["columns"])
