@@ -164,14 +164,27 @@ def generate(
     shard_size: Annotated[int, typer.Option(min=1, help="Records per shard; a rerun after a "
                                             "crash regenerates only missing shards.")] = 1000,
     workers: Annotated[int, typer.Option(min=1, help="Shards generated at once.")] = 1,
+    task_runner: Annotated[str, typer.Option(help="thread (in process) or dask (a local "
+                                             "cluster of --workers processes).")] = "thread",
+    dask_address: Annotated[str | None, typer.Option(help="Use this running Dask scheduler "
+                                                     "instead of a local cluster.")] = None,
 ) -> None:
     """Sample synthetic records from a registered model into a .parquet, .csv or .jsonl file
     with a manifest beside it."""
+    from pydantic import ValidationError
+
     from flows.generation import generation_flow
+    from tasks.errors import ConfigError
     from tasks.generate import GenerateConfig
 
-    cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature,
-                         shard_size=shard_size, workers=workers)
+    try:
+        cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature,
+                             shard_size=shard_size, workers=workers, task_runner=task_runner,
+                             dask_address=dask_address)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
+                          f"{err['msg']}") from None
     manifest = _run_with_progress(f"generating {n} records", generation_flow, cfg)
     mdl = manifest["model"]
     out.print(f"[green]wrote[/] {manifest['written']} records to {manifest['file']['path']} "

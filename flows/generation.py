@@ -42,9 +42,21 @@ def _generation(cfg: GenerateConfig, experiment: str) -> dict:
         tracking.end_run(run_id, status)
 
 
+def task_runner(cfg: GenerateConfig):
+    """Scale-out through an existing engine: Prefect's thread pool or a Dask cluster."""
+    if cfg.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.dask_address:
+            return DaskTaskRunner(address=cfg.dask_address)
+        # One single-threaded process per worker: torch's own threads stay within its core.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=cfg.workers)
+
+
 def generation_flow(cfg: GenerateConfig, experiment: str = "privgen-generation") -> dict:
-    """Run the flow with ``cfg.workers`` shards at a time."""
-    runner = ThreadPoolTaskRunner(max_workers=cfg.workers)
-    return _generation.with_options(task_runner=runner)(cfg, experiment)
+    """Run the flow with ``cfg.workers`` shards at a time on the configured task runner."""
+    return _generation.with_options(task_runner=task_runner(cfg))(cfg, experiment)
 
 

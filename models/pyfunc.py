@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlflow
 import pandas as pd
 
-import mlflow
 from models import causal_lm
 from models.records import RecordCodec, RecordGrammar
 from models.replay import ReplayIndex

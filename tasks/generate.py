@@ -12,14 +12,15 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+import mlflow
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from tasks import pii, tracking
 from tasks.errors import GenerationError, RegistryError
 from tasks.storage import atomic_write, file_digest, write_json
@@ -41,8 +42,12 @@ class GenerateConfig(BaseModel):
     batch_size: int = Field(default=128, ge=1)
     # Records per shard: the unit of resumption and of parallel work.
     shard_size: int = Field(default=1000, ge=1)
-    # Shards generated at once (Prefect thread pool); each uses all torch threads it gets.
+    # Shards generated at once; each uses the torch threads it gets.
     workers: int = Field(default=1, ge=1)
+    # "thread": a Prefect thread pool in this process; "dask": a local Dask cluster of
+    # ``workers`` processes (prefect-dask), or the scheduler at ``dask_address``.
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = None
     # The file's suffix picks the format: .parquet, .csv or .jsonl.
     out: Path = Path("outputs/synthetic.parquet")
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tasks.promotion import PromotionConfig
 
 import mlflow
+
 import models
 from models.pyfunc import ARTIFACT, SyntheticRecordsModel
 from tasks import tracking

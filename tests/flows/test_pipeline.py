@@ -4,10 +4,10 @@ import logging
 import os
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
-import mlflow
 from flows.config import load_config
 from flows.generation import generation_flow
 from flows.registry import list_versions
@@ -186,3 +186,12 @@ def test_registered_model_serves_records_over_rest(pipeline):
         server.wait(timeout=30)
     assert len(records) == 4
     assert set(records[0]) == set(pipeline["manifest"]["columns"])
+
+
+def test_dask_cluster_gives_the_same_file_as_the_thread_pool(pipeline):
+    common = {"model": f"{MODEL}@champion", "n": 20, "shard_size": 10, "seed": 11}
+    threads = generation_flow(GenerateConfig(**common, out=pipeline["root"] / "t" / "s.parquet"))
+    dask = generation_flow(GenerateConfig(**common, out=pipeline["root"] / "d" / "s.parquet",
+                                          task_runner="dask", workers=2))
+    assert dask["file"]["sha256"] == threads["file"]["sha256"]
+    assert dask["written"] == 20
