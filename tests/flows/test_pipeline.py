@@ -195,3 +195,30 @@ def test_dask_cluster_gives_the_same_file_as_the_thread_pool(pipeline):
                                           task_runner="dask", workers=2))
     assert dask["file"]["sha256"] == threads["file"]["sha256"]
     assert dask["written"] == 20
+
+
+def test_sigkilled_generation_resumes_to_the_uninterrupted_file(pipeline):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    privgen = str(Path(sys.executable).parent / "privgen")
+    args = ["generate", "--model", f"{MODEL}@champion", "--n", "30", "--shard-size", "10",
+            "--seed", "5"]
+    whole = pipeline["root"] / "whole" / "s.jsonl"
+    subprocess.run([privgen, *args, "--out", str(whole)], check=True, capture_output=True,
+                   timeout=300)
+    killed = pipeline["root"] / "killed" / "s.jsonl"
+    proc = subprocess.Popen([privgen, *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed.parent / f".{killed.name}.shards" / "shard-00000.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not killed.exists()  # killed before assembling: no partial output published
+    subprocess.run([privgen, *args, "--out", str(killed)], check=True, capture_output=True,
+                   timeout=300)
+    assert killed.read_bytes() == whole.read_bytes()
