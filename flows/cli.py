@@ -114,7 +114,7 @@ def run(
     from flows.config import load_config
 
     cfg = load_config(config, set_ or [])
-    if not Path(cfg.ingest.path).is_file():
+    if cfg.ingest.sql is None and not Path(cfg.ingest.path).is_file():
         from tasks.errors import InputError
 
         raise InputError(f"{cfg.ingest.path}: input file not found; set ingest.path "
@@ -148,6 +148,52 @@ def _announce_key(cfg) -> None:
         console.print(f"[yellow]created a local pseudonymization key at {cfg.anonymize.key_file} "
                       f"(mode 0600, git-ignored); set {KEY_ENV} from a secret store in "
                       "production[/]")
+
+
+@app.command()
+def validate(
+    input_path: Annotated[Path | None, typer.Argument(
+        metavar="INPUT", help="CSV/TSV (optionally .gz), Parquet or JSONL file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config with the "
+                                                "contract and ingest settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field.")] = None,
+    infer: Annotated[Path | None, typer.Option("--infer", help="Propose a contract for INPUT "
+                                               "and write it to this YAML file to edit.")] = None,
+    replay: Annotated[Path | None, typer.Option("--replay", help="Re-check a quarantine "
+                                                "file after fixing its rows.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the kept rows, "
+                                          "quarantine and reports.")] = Path("runs/validate"),
+) -> None:
+    """Run the ingest and validate stages on one file: kept rows, quarantine with a reason per
+    row, and a JSON + HTML report; or propose a contract (--infer); or re-check a quarantine."""
+    from flows.config import load_config
+    from tasks import infer as inference
+    from tasks.errors import ConfigError
+    from tasks.validate import replay as replay_quarantine
+    from tasks.validate import validate_file
+
+    cfg = load_config(config, set_ or [])
+    if infer is not None:
+        if input_path is None:
+            raise ConfigError("--infer needs INPUT: the file to propose a contract for")
+        proposal = inference.infer(input_path, cfg.ingest.model_copy(update={"path": input_path}))
+        infer.parent.mkdir(parents=True, exist_ok=True)
+        infer.write_text(proposal.to_yaml())
+        out.print(f"[green]wrote[/] a proposed contract for {proposal.rows} rows and "
+                  f"{len(proposal.contract.columns)} columns to {infer}; edit it, then "
+                  f"`privgen validate {input_path} --config {infer}`")
+        return
+    if replay is not None:
+        outcome = replay_quarantine(replay, cfg.contract, cfg.ingest, cfg.validate_, out_dir)
+    elif input_path is not None:
+        outcome = validate_file(input_path, cfg.contract,
+                                cfg.ingest.model_copy(update={"path": input_path}),
+                                cfg.validate_, out_dir)
+    else:
+        raise ConfigError("give INPUT, --infer with INPUT, or --replay QUARANTINE")
+    r = outcome.report
+    out.print(f"[green]checked[/] {r.rows_in} rows: {r.rows_kept} kept, {r.rows_quarantined} "
+              f"quarantined ({outcome.quarantine_path}); report: {outcome.html_path}")
 
 
 @app.command()

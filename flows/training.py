@@ -38,7 +38,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
         d = _run_dirs(cfg, run_name)
 
         ingested = ingest_task(cfg.ingest, d["raw"], run_id)
-        validated = validate_task(ingested.canonical_path, str(cfg.ingest.path), cfg.contract,
+        validated = validate_task(ingested.canonical_path, ingested.source, cfg.contract,
                                   cfg.validate_,
                                   d["raw"], run_id)
         anonymized = anonymize_task(validated["validated_path"], cfg.contract, cfg.anonymize,

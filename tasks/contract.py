@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +39,8 @@ class ColumnSpec(BaseModel):
     max: float | None = None
     regex: str | None = None
     allowed: tuple[str, ...] | None = None
+    # strftime format of a date or datetime column; null means ISO 8601.
+    format: str | None = None
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSpec:
@@ -50,6 +53,8 @@ class DataContract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     columns: tuple[ColumnSpec, ...] = Field(min_length=1)
+    # A column the contract does not name is schema drift ("fail"), or dropped ("ignore").
+    extra_columns: Literal["fail", "ignore"] = "fail"
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> DataContract:

@@ -1,24 +1,63 @@
-"""Ingest: read a CSV, Parquet or JSONL source into a canonical Parquet copy with lineage."""
+"""Ingest: read a CSV/TSV, JSONL, Parquet or SQL source into a canonical Parquet copy.
+
+The copy holds every record of the source as strings, numbered, with the line it starts on;
+a record that cannot be read into the header's columns (a ragged line, broken JSON, bytes
+in the wrong encoding, an oversized field) is kept with a reason code for validate to
+quarantine, so nothing is lost and one bad line never fails the batch.
+"""
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from tasks import tracking
+from tasks import sources, tracking
 from tasks.errors import InputError
-from tasks.storage import file_digest, write_parquet
+from tasks.sources import INGEST_ERROR, META, RAW, REASON, SOURCE_LINE, SOURCE_ROW, Opened
+from tasks.storage import atomic_write, file_digest
 
-SOURCE_ROW = "_source_row"  # 1-based data row number in the source, kept for quarantine reports
+__all__ = ["INGEST_ERROR", "RAW", "REASON", "SOURCE_LINE", "SOURCE_ROW"]
+
+# Names that download tools and writers give a file until it is complete.
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+class SqlSource(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # SQLAlchemy URL, e.g. postgresql+psycopg2://user:pass@host/db. Secret: it may hold a
+    # password, and the pipeline config is logged to MLflow.
+    url: SecretStr
+    # Either a table (or view), read whole in primary-key order...
+    table: str | None = None
+    db_schema: str | None = None
+    columns: tuple[str, ...] | None = None
+    # ...or one read-only SELECT whose values come in through :name bind parameters.
+    query: str | None = None
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of table and query")
+        if self.query is None and self.params:
+            raise ValueError("params only apply to a query")
+        return self
 
 
 class IngestConfig(BaseModel):
@@ -26,11 +65,30 @@ class IngestConfig(BaseModel):
 
     # The shipped demo data, so `privgen run` works with no config at all.
     path: Path = Path("data/demo/tickets.csv")
-    # "auto" picks the reader from the file extension.
+    # "auto" picks the reader from the file extension (.csv, .tsv, .jsonl, .parquet, .gz).
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    # A database instead of a file: set this and path is not read.
+    sql: SqlSource | None = None
+    # "auto": UTF-8 unless the first 64 KiB are not, then cp1252. A byte-order mark always wins.
     encoding: str = "utf-8"
     # Cells exactly equal to one of these markers are missing values.
     missing_values: tuple[str, ...] = ("", "NA", "N/A", "null", "NULL", "None", "nan")
+    # CSV dialect; null means detected from the first 64 KiB.
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    quotechar: str | None = Field(default='"', min_length=1, max_length=1)
+    escapechar: str | None = Field(default=None, min_length=1, max_length=1)
+    skipinitialspace: bool | None = None
+    header: bool = True
+    # Only files under this folder may be read (symlinks resolved). Null: any path the process
+    # can read, since the path comes from the operator's own config; set it wherever paths come
+    # from less trusted hands (deployment parameters, a shared service).
+    allowed_root: Path | None = None
+    # Bytes read after decompression: past this the file is refused (gzip bombs, runaway exports).
+    max_bytes: int = Field(default=10 * 2**30, gt=0)
+    # A longer cell quarantines its record: no field of a record is worth megabytes of training.
+    max_field_bytes: int = Field(default=2**20, gt=0)
+    # Records per chunk: bounds memory whatever the file size.
+    chunk_rows: int = Field(default=200_000, gt=0)
 
 
 @dataclass(frozen=True)
@@ -40,6 +98,8 @@ class IngestResult:
     source_digest: str
     rows: int
     columns: list[str]
+    rows_unreadable: int = 0
+    detected: dict[str, Any] = field(default_factory=dict)
 
 
 def _detect_format(path: Path, fmt: str) -> str:
@@ -47,8 +107,8 @@ def _detect_format(path: Path, fmt: str) -> str:
         return fmt
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     ext = suffixes[-1] if suffixes else ""
-    formats = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl",
-               ".ndjson": "jsonl"}
+    formats = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
+               ".jsonl": "jsonl", ".ndjson": "jsonl"}
     if ext not in formats:
         raise InputError(
             f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
@@ -57,57 +117,197 @@ def _detect_format(path: Path, fmt: str) -> str:
     return formats[ext]
 
 
-def read_source(path: Path, cfg: IngestConfig) -> pd.DataFrame:
-    """Read ``path`` as strings (nothing coerced yet), numbering rows from 1 in ``_source_row``."""
+def check_path(path: Path, cfg: IngestConfig) -> Path:
+    """Refuse what is not a complete local file the config allows; return it resolved."""
+    text = str(path)
+    if _URI.match(text):
+        scheme = text.split(":", 1)[0]
+        raise InputError(f"{text}: {scheme}:// sources are not supported; copy the file to local "
+                         "disk first, or read a database through ingest.sql")
     if not path.exists():
         raise InputError(f"{path}: file not found; check ingest.path")
-    if path.is_dir():
+    resolved = path.resolve()
+    if cfg.allowed_root is not None:
+        root = Path(cfg.allowed_root).resolve()
+        if not resolved.is_relative_to(root):
+            raise InputError(f"{path}: resolves to {resolved}, outside ingest.allowed_root={root} "
+                             "(through '..' or a symlink); move the file under that folder or "
+                             "change allowed_root")
+    if resolved.is_dir():
         raise InputError(f"{path}: is a directory; point ingest.path at a file")
+    if not resolved.is_file():
+        raise InputError(f"{path}: is not a regular file (a pipe or device never ends); point "
+                         "ingest.path at a file")
+    if any(s.lower() in PARTIAL_SUFFIXES for s in path.suffixes) or path.name.endswith("~"):
+        raise InputError(f"{path}: its name marks a file still being written or downloaded; wait "
+                         "until it is complete and renamed, then point ingest.path at that")
+    size = resolved.stat().st_size
+    if size > cfg.max_bytes:
+        raise InputError(f"{path}: is {size} bytes, over ingest.max_bytes={cfg.max_bytes}; raise "
+                         "the cap if the file is genuine")
+    if size == 0:
+        raise InputError(f"{path}: is empty (0 bytes); point ingest.path at the exported file")
+    return resolved
+
+
+def open_source(cfg: IngestConfig) -> Opened:
+    """The configured source, opened: its columns and a stream of raw string chunks."""
+    if cfg.sql is not None:
+        return sources.read_sql(cfg.sql, cfg)
+    path = Path(cfg.path)
+    check_path(path, cfg)
     fmt = _detect_format(path, cfg.format)
-    try:
-        if fmt in ("csv", "tsv"):
-            df = pd.read_csv(
-                path, sep="\t" if fmt == "tsv" else ",", dtype=str, encoding=cfg.encoding,
-                keep_default_na=False, na_values=list(cfg.missing_values),
-                quoting=csv.QUOTE_MINIMAL,
-            )
-        elif fmt == "parquet":
-            df = pd.read_parquet(path).astype("string")
-        else:
-            df = pd.read_json(path, lines=True, dtype=False).astype("string")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path}: not valid {cfg.encoding} text at byte {exc.start}; set ingest.encoding"
-        ) from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot read as {fmt}: {first_line}") from exc
-    if df.empty:
-        raise InputError(f"{path}: has no data rows; nothing to train on")
-    df = df.astype("string")
-    df = df.replace({m: pd.NA for m in cfg.missing_values})
-    df.insert(0, SOURCE_ROW, pd.RangeIndex(1, len(df) + 1))
+    if fmt == "parquet":
+        return sources.read_parquet(path, cfg)
+    if fmt == "jsonl":
+        return sources.read_jsonl(path, cfg)
+    return sources.read_csv(path, cfg, fmt)
+
+
+def clean_chunk(table: pa.Table, names: list[str], cfg: IngestConfig) -> pa.Table:
+    """Missing-value markers to nulls; a field over ingest.max_field_bytes flags its record."""
+    markers = pa.array(list(cfg.missing_values), pa.string())
+    errors = None
+    for name in names:
+        col = table[name]
+        if len(markers):
+            col = pc.if_else(pc.is_in(col, value_set=markers), None, col)
+            table = table.set_column(table.schema.get_field_index(name), name, col)
+        too_long = pc.greater(pc.binary_length(col), cfg.max_field_bytes)
+        if pc.any(too_long).as_py():
+            errors = errors or table[INGEST_ERROR].to_pylist()
+            for i in pc.indices_nonzero(pc.fill_null(too_long, False)).to_pylist():
+                errors[i] = errors[i] or f"field_too_long:{name}"
+    if errors is not None:
+        table = table.set_column(table.schema.get_field_index(INGEST_ERROR), INGEST_ERROR,
+                                 pa.array(errors, pa.string()))
+    return table
+
+
+def records(cfg: IngestConfig) -> tuple[list[str], Iterator[pa.Table], dict[str, Any]]:
+    """Columns, canonical chunks (strings + row/line numbers + reasons) and what was detected."""
+    opened = open_source(cfg)
+    meta = {b"privgen": json.dumps(opened.detected).encode()}
+
+    def chunks() -> Iterator[pa.Table]:
+        row = 1
+        for table in opened.chunks:
+            table = clean_chunk(table, opened.columns, cfg)
+            numbers = pa.array(range(row, row + table.num_rows), pa.int64())
+            table = table.add_column(0, SOURCE_ROW, numbers)
+            yield table.select([SOURCE_ROW, *opened.columns, *META[1:]]).replace_schema_metadata(
+                meta)
+            row += table.num_rows
+
+    return opened.columns, chunks(), opened.detected
+
+
+# Reasons ingest gives a record it could not split; a replay parses its raw text again.
+_REPARSE = ("ragged_row", "bad_csv", "bad_json", "not_an_object")
+
+
+def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],
+            cfg: IngestConfig) -> pa.Table:
+    """Quarantined rows back to canonical form, with unsplit records parsed again under the
+    current settings and size caps checked again; undecodable bytes stay quarantined."""
+    raws = quarantined[RAW].to_pylist() if RAW in quarantined.column_names else [None] * len(
+        quarantined)
+    reasons = quarantined[REASON].to_pylist()
+    columns = {n: quarantined[n].to_pylist() for n in names}
+    errors: list[str | None] = []
+    for i, (raw, reason) in enumerate(zip(raws, reasons, strict=True)):
+        code = (reason or "").split(";")[0].strip()
+        error = code if code == "bad_encoding" else None
+        if code in _REPARSE:
+            fields = sources.parse_record(raw or "", names, detected, cfg)
+            if fields is None:
+                error = code
+            else:
+                for n, v in zip(names, fields, strict=True):
+                    columns[n][i] = v
+        errors.append(error)
+    n = len(quarantined)
+    table = pa.table({SOURCE_ROW: quarantined[SOURCE_ROW],
+                      **{k: pa.array(v, pa.string()) for k, v in columns.items()},
+                      SOURCE_LINE: quarantined[SOURCE_LINE] if SOURCE_LINE in
+                      quarantined.column_names else pa.nulls(n, pa.int64()),
+                      INGEST_ERROR: pa.array(errors, pa.string()),
+                      RAW: pa.array(raws, pa.string())})
+    provenance = {k: v for k, v in (quarantined.schema.metadata or {}).items() if k == b"privgen"}
+    return clean_chunk(table, names, cfg).replace_schema_metadata(provenance)
+
+
+def _no_rows(cfg: IngestConfig) -> InputError:
+    where = "ingest.sql" if cfg.sql is not None else str(cfg.path)
+    return InputError(f"{where}: has no data rows (a header at most); nothing to train on: "
+                      "check the export")
+
+
+def read_source(path: Path, cfg: IngestConfig) -> pd.DataFrame:
+    """The whole source in memory (small inputs and tests): strings, numbered from 1."""
+    names, chunks, _ = records(cfg.model_copy(update={"path": Path(path)}))
+    tables = list(chunks)
+    if not tables or sum(t.num_rows for t in tables) == 0:
+        raise _no_rows(cfg.model_copy(update={"path": Path(path)}))
+    df = pa.concat_tables(tables).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    df[SOURCE_ROW] = df[SOURCE_ROW].astype("int64")
+    for name in names:
+        df[name] = df[name].astype("string")
     return df
 
 
+def _stat_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def ingest(cfg: IngestConfig, out_dir: Path) -> IngestResult:
-    source = Path(cfg.path)
-    df = read_source(source, cfg)
-    canonical = write_parquet(df, out_dir / "canonical.parquet")
-    return IngestResult(
-        canonical_path=str(canonical),
-        source=str(source.resolve()),
-        source_digest=file_digest(source),
-        rows=len(df),
-        columns=[c for c in df.columns if c != SOURCE_ROW],
-    )
+    """Stream the source into ``out_dir/canonical.parquet``; raise InputError on a bad batch."""
+    path = Path(cfg.path)
+    before = _stat_key(path) if cfg.sql is None and path.is_file() else None
+    names, chunks, detected = records(cfg)
+    counts = {"rows": 0, "unreadable": 0}
+    content = hashlib.sha256()
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for table in chunks:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+                counts["rows"] += table.num_rows
+                counts["unreadable"] += table.num_rows - table[INGEST_ERROR].null_count
+                if cfg.sql is not None:
+                    content.update(pd.util.hash_pandas_object(
+                        table.drop_columns(list(META)).to_pandas(), index=False).values.tobytes())
+        finally:
+            if writer is not None:
+                writer.close()
+        if counts["rows"] == 0:
+            raise _no_rows(cfg)
+
+    canonical = atomic_write(Path(out_dir) / "canonical.parquet", write)
+    if cfg.sql is not None:
+        source, digest = detected.get("source", "sql"), content.hexdigest()
+    else:
+        source, digest = str(path.resolve()), file_digest(path)
+        if before != _stat_key(path):  # the copy and the digest may be of different bytes
+            canonical.unlink(missing_ok=True)
+            raise InputError(f"{path}: changed while it was being read (still being written?); "
+                             "wait until the writer has finished, then run again")
+    return IngestResult(canonical_path=str(canonical), source=source, source_digest=digest,
+                        rows=counts["rows"], columns=names,
+                        rows_unreadable=counts["unreadable"], detected=detected)
 
 
 def report_markdown(result: IngestResult) -> str:
     return (
         "# Ingest\n\n"
         f"- source: `{result.source}`\n- sha256: `{result.source_digest}`\n"
-        f"- rows: {result.rows}\n- columns: {', '.join(result.columns)}\n"
+        f"- rows: {result.rows} ({result.rows_unreadable} unreadable, passed to quarantine)\n"
+        f"- columns: {', '.join(result.columns)}\n"
+        f"- read as: {', '.join(f'{k}={v!r}' for k, v in sorted(result.detected.items()))}\n"
     )
 
 
@@ -115,12 +315,15 @@ def report_markdown(result: IngestResult) -> str:
 def ingest_task(cfg: IngestConfig, out_dir: str, run_id: str) -> IngestResult:
     result = ingest(cfg, Path(out_dir))
     schema = pq.read_schema(result.canonical_path).empty_table().to_pandas()
+    name = (cfg.sql.table or "query") if cfg.sql is not None else Path(result.source).name
     tracking.log_dataset(
-        run_id, schema.drop(columns=[SOURCE_ROW]), name=Path(result.source).name,
+        run_id, schema.drop(columns=list(META)), name=name,
         source=result.source, digest=result.source_digest, context="source", rows=result.rows,
+        tags={"rows_unreadable": result.rows_unreadable},
     )
     tracking.log_params(run_id, {"ingest.source_sha256": result.source_digest,
                                  "ingest.rows": result.rows})
     create_markdown_artifact(markdown=report_markdown(result), key="ingest-report")
-    get_run_logger().info("ingested %d rows, %d columns", result.rows, len(result.columns))
+    get_run_logger().info("ingested %d rows, %d columns (%d unreadable)", result.rows,
+                          len(result.columns), result.rows_unreadable)
     return result
