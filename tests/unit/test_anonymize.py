@@ -36,19 +36,42 @@ def _rows(**over):
     return pd.DataFrame([row])
 
 
-def test_pseudonyms_are_keyed_not_plain_or_salted_hashes():
-    values = pd.Series(["alice@example.com", "bob@example.com"], dtype="string")
-    out = pseudonymize(values, KEY, "email")
-    for v, p in zip(values, out, strict=True):
-        plain = hashlib.sha256(v.encode()).hexdigest()
-        salted = hashlib.sha256(b"email" + v.encode()).hexdigest()
-        assert p[1:] not in (plain, salted) and p[1:] not in plain and p[1:] not in salted
-    assert set(out).isdisjoint(set(pseudonymize(values, OTHER, "email")))
+VALUES = ["alice@example.com", "bob@example.com", "C-00001", "Harriet Quimby", "4155550199"]
+
+
+def _hashes(value: str, column: str) -> set[str]:
+    """Plain and salted SHA-256 digests an attacker would enumerate: salts are the column, the
+    key itself (a keyed hash done wrong) and a fixed string, before and after the value."""
+    forms = {value, value.casefold(), value.strip().casefold()}
+    salts = [column.encode(), KEY.secret, b"privgen", f"{column}\x1f".encode()]
+    out = set()
+    for form in forms:
+        out.add(hashlib.sha256(form.encode()).hexdigest())
+        for salt in salts:
+            out.add(hashlib.sha256(salt + form.encode()).hexdigest())
+            out.add(hashlib.sha256(form.encode() + salt).hexdigest())
+    return out
+
+
+def test_no_pseudonym_is_a_plain_or_salted_sha256_of_its_input():
+    out = pseudonymize(pd.Series(VALUES, dtype="string"), KEY, "email")
+    for value, p in zip(VALUES, out, strict=True):
+        digest = p[1:]
+        assert not any(h.startswith(digest) or digest in h for h in _hashes(value, "email"))
+
+
+def test_a_different_key_gives_disjoint_pseudonyms():
+    values = pd.Series(VALUES * 2, dtype="string")
+    assert set(pseudonymize(values, KEY, "e")).isdisjoint(set(pseudonymize(values, OTHER, "e")))
 
 
 def test_same_person_in_two_formats_gets_one_pseudonym():
-    out = pseudonymize(pd.Series(["A@x.com ", "a@x.com", "b@x.com"], dtype="string"), KEY, "e")
-    assert out[0] == out[1] != out[2]
+    values = ["A@x.com ", "a@x.com", " Jane  DOE", "jane doe", "ｊａｎｅ ｄｏｅ", "b@x.com"]
+    out = pseudonymize(pd.Series(values, dtype="string"), KEY, "e")
+    assert out[0] == out[1] and out[2] == out[3] == out[4]
+    assert len({out[0], out[2], out[5]}) == 3
+    # The column is mixed in: the same value in two columns does not link them.
+    assert pseudonymize(pd.Series(["a@x.com"]), KEY, "other")[0] != out[1]
 
 
 def test_generalization_rules():
@@ -65,7 +88,9 @@ def test_generalization_rules():
 
 def test_text_pii_replaced_and_identifiers_dropped():
     df = _rows()
-    out, report = anonymize(df, demo_contract(), demo_anonymize(), KEY)
+    out, suppressed, report = anonymize(df, demo_contract(), demo_anonymize().model_copy(
+        update={"k": 1}), KEY)
+    assert suppressed.empty and report.rows_suppressed == 0
     assert {"full_name", "email", "phone"}.isdisjoint(out.columns)
     message = out["message"].iloc[0]
     for secret in ("Harriet", "Quimby", "415-555-0199", "harriet.quimby@example.org",

@@ -1,3 +1,5 @@
+import pytest
+
 from tasks import pii
 
 
@@ -36,3 +38,84 @@ def test_mastercard_2_series_is_found():
     # Presidio's own patterns miss 2221–2720 prefixes; privgen adds a Luhn-checked fallback.
     assert pii.pattern_spans("paid with 2241242699986694 yesterday")
     assert pii.pattern_spans("paid with 2241 2426 9998 6694 yesterday")
+
+
+PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+                    "US_SSN", "URL", "DATE_TIME")
+
+
+def _found(text: str) -> set[tuple[str, str]]:
+    """(entity, matched text) for the pattern recognizers alone: no model is loaded."""
+    [spans] = pii.find_pii([text], ner_model="unused", entities=PATTERN_ENTITIES)
+    return {(s.entity, text[s.start : s.end]) for s in spans}
+
+
+@pytest.mark.parametrize("text", [
+    "write to john [at] example dot com", "john(at)example(dot)com please",
+    "mail J.Doe AT example DOT co DOT uk", "reach me: jane.doe @ mail . de",
+])
+def test_obfuscated_emails_are_found(text):
+    assert [e for e, _ in _found(text)] == ["EMAIL_ADDRESS"]
+
+
+def test_a_plain_at_between_words_is_not_an_email():
+    assert not _found("we met at home.com and stayed at booking.com")
+
+
+@pytest.mark.parametrize("phone", [
+    "+81 90-1234-5678", "0049 151 23456789", "(+33) 6 12 34 56 78", "+33 (0)5 24 36 08 37",
+    "+2348021232417", "(415) 555-0199", "020 7946 0958", "08-915 000 80",
+])
+def test_international_and_national_phone_formats(phone):
+    assert _found(f"call me on {phone} today") == {("PHONE_NUMBER", phone)}
+
+
+@pytest.mark.parametrize("text", [
+    "order 4839201 shipped", "kernel 10.0.19045 upgrade", "years 2005-2024",
+    "total €1.299,00", "at 14:32:07",
+])
+def test_numbers_that_are_not_phones(text):
+    assert not _found(text)
+
+
+def test_ip_addresses_v4_and_v6_but_not_versions():
+    found = _found("from 203.0.113.7 and 2001:db8::8a2e:370:7334, fe80::1; firmware 1.2.3.4")
+    assert found == {("IP_ADDRESS", "203.0.113.7"), ("IP_ADDRESS", "2001:db8::8a2e:370:7334"),
+                     ("IP_ADDRESS", "fe80::1")}
+    assert not _found("at 12:30:45 the MAC 00:1A:2B:3C:4D:5E")
+
+
+def test_ssn_needs_no_context_when_formatted_and_context_when_bare():
+    assert _found("it is 536-22-1234") == {("US_SSN", "536-22-1234")}
+    assert _found("SSN: 536221234") == {("US_SSN", "536221234")}
+    assert not _found("ticket 536221234")
+    assert "US_SSN" not in {e for e, _ in _found("it is 666-22-1234")}  # never issued
+
+
+def test_spaced_iban_and_12_digit_maestro_card_are_found():
+    assert ("IBAN_CODE", "DE89 3704 0044 0532 0130 00") in _found(
+        "IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX")
+    assert _found("card 6759 6498 2648") == {("CREDIT_CARD", "6759 6498 2648")}
+    assert "CREDIT_CARD" not in {e for e, _ in _found("card 6759 6498 2643")}  # bad Luhn
+
+
+def test_calendar_dates_but_not_versions():
+    found = _found("born 4 April 1985, seen 1985-04-02 and 02/04/85; build 3.10.12")
+    assert {t for _, t in found} == {"4 April 1985", "1985-04-02", "02/04/85"}
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("please ask for jimmy, thanks", "jimmy"),
+    ("hey it's hans müller here", "hans müller"),
+    ("my wife Amber called", "Amber"),
+    ("Dear Ms Oyelaran, thank you", "Oyelaran"),
+    ("Kowalski, Maria - employee", "Kowalski, Maria"),
+    ("Contact Timo de Korte today", "Timo de Korte"),
+])
+def test_names_by_gazetteer_and_cue(text, name):
+    assert [text[s.start : s.end] for s in pii.name_spans(text)] == [name]
+
+
+def test_product_names_and_common_words_are_not_people():
+    assert not pii.name_spans("The Aurora X2 router and May updates. Will it work?")
+    assert not pii.name_spans("look for mark on the label, then wait for grace to pass")
