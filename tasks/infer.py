@@ -270,13 +270,17 @@ def infer(path: Path, cfg: IngestConfig) -> Inference:
     candidates = [m for m in MARKERS if m not in cfg.missing_values]
     names, chunks, detected = records(cfg)
     cols = {n: _Column(n) for n in names}
-    rows = 0
+    rows = total = 0
     markers = pa.array(candidates, pa.string())
     for table in chunks:
         readable = table.filter(pc.is_null(table[INGEST_ERROR]))
         rows += readable.num_rows
+        total += table.num_rows
         for n in names:
             cols[n].see(readable[n].combine_chunks(), markers)
+    if cfg.header and detected.get("format") in ("csv", "tsv") and total and rows < total / 2:
+        # Most lines disagree with the first one: it is not a header (or not only one).
+        return infer(path, cfg.model_copy(update={"header": False}))
     # A marker is missing data where it sits in a column that is otherwise numbers or dates;
     # "?" never is a value in practice (the UCI archive's convention).
     adopted = sorted({m for c in cols.values() for m in c.markers
@@ -292,6 +296,8 @@ def infer(path: Path, cfg: IngestConfig) -> Inference:
         ingest["delimiter"] = detected["delimiter"]
         if detected.get("skipinitialspace"):
             ingest["skipinitialspace"] = True
+        if not cfg.header:
+            ingest["header"] = False
     if detected.get("encoding") not in (None, "utf-8-sig"):
         ingest["encoding"] = detected["encoding"]
     if adopted:

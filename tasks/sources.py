@@ -12,8 +12,10 @@ import csv
 import difflib
 import gzip
 import io
+import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -240,7 +242,12 @@ def read_csv(path: Path, cfg: IngestConfig, fmt: str) -> Opened:
         _wrong_delimiter(path, first, dialect.delimiter, dialect.quotechar, sample)
         names = clean_names(path, first)
     else:
-        names, header_lines = [f"column_{i}" for i in range(1, len(first) + 1)], 0
+        # Without a header the usual record width names the columns: a first line of
+        # metadata ("150,4,setosa,versicolor,virginica" in scikit-learn's CSVs) must not.
+        widths = Counter(len(row) for row in itertools.islice(
+            csv.reader(io.StringIO(sample, newline=""), **dialect.reader_kwargs()), 200) if row)
+        width = widths.most_common(1)[0][0] if widths else len(first)
+        names, header_lines = [f"column_{i}" for i in range(1, width + 1)], 0
     detected = {"format": fmt, "delimiter": dialect.delimiter, "encoding": dialect.encoding,
                 "skipinitialspace": dialect.skipinitialspace}
     return Opened(names, _csv_chunks(path, cfg, dialect, names, header_lines), detected)

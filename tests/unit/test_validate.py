@@ -139,3 +139,19 @@ def test_contract_yaml_round_trips():
     text = contract_to_yaml(demo_contract(), {"email": "an address"})
     assert "# an address" in text
     assert DataContract.model_validate(yaml.safe_load(text)["contract"]) == demo_contract()
+
+
+@pytest.mark.parametrize("name", ["wine_data.csv", "breast_cancer.csv", "iris.csv"])
+def test_inferred_contract_validates_public_csvs_privgen_never_saw(tmp_path, name):
+    """scikit-learn's bundled CSVs: a first line of metadata ("178,13,class_0,...") over 14
+    unnamed columns in wine and breast cancer; --infer must cope with files it did not make."""
+    import sklearn.datasets
+
+    path = Path(sklearn.datasets.__file__).parent / "data" / name
+    yaml_file = tmp_path / "contract.yaml"
+    yaml_file.write_text(infer(path, IngestConfig()).to_yaml())
+    cfg = load_config(yaml_file)
+    outcome = validate_file(path, cfg.contract, cfg.ingest, cfg.validate_, tmp_path / "out")
+    report = outcome.report
+    assert report.rows_kept >= report.rows_in - 1  # at most the metadata line is quarantined
+    assert report.rows_in == report.rows_kept + report.rows_quarantined
