@@ -59,7 +59,8 @@ def per_sample_loss(model: torch.nn.Module, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of each sequence: shape [B]."""
     b, t = input_ids.shape
-    position_ids = torch.arange(t, device=input_ids.device).expand(b, t)  # [B, T], not [1, T]
+    # [B, T], not [1, T]; materialised, as Opacus' embedding norm sampler calls .view() on it
+    position_ids = torch.arange(t, device=input_ids.device).repeat(b, 1)
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids).logits                      # [B, T, V]
     targets = input_ids[:, 1:]                                            # [B, T-1]

@@ -6,8 +6,11 @@ same loop with the same sampling, so comparisons between the two are honest.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,10 +22,11 @@ import pandas as pd
 import torch
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
+from opacus.utils.batch_memory_manager import BatchMemoryManager
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset
 
 from models import causal_lm, dp_layers
@@ -45,11 +49,35 @@ class PrivacyConfig(BaseModel):
     enabled: bool = True
     # ε = 8 is the common ceiling for useful DP language models (e.g. Li et al., 2022).
     target_epsilon: float = Field(default=8.0, gt=0.0, le=100.0)
+    # Preflight refuses plans above this; raise it only with a written reason.
+    epsilon_ceiling: float = Field(default=10.0, gt=0.0)
     # None: 1 / (10·N), safely below the 1/N at which δ stops meaning anything.
     target_delta: float | None = Field(default=None, gt=0.0, lt=1.0)
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     # PRV gives tighter ε than RDP for the same noise (Gopi et al., 2021).
     accountant: Literal["prv", "rdp"] = "prv"
+    # "ghost": per-sample gradient norms without per-sample gradients (Li et al., 2022);
+    # the clipped update is the same (tests/unit/test_dp_correctness.py), see benchmarks/dp_step.py.
+    grad_sample_mode: Literal["hooks", "ghost"] = "hooks"
+    # The accountant assumes Poisson sampling; fixed-size batches would make its ε a lie.
+    poisson_sampling: bool = True
+    # Release runs: cryptographically secure noise and sampling (needs torchcsprng).
+    secure_mode: bool = False
+
+    @field_validator("poisson_sampling")
+    @classmethod
+    def _poisson_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("must stay true: the accountant's ε assumes Poisson sampling")
+        return value
+
+    @field_validator("secure_mode")
+    @classmethod
+    def _csprng_installed(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("torchcsprng") is None:
+            raise ValueError("needs the torchcsprng package (pip install torchcsprng, built for "
+                             "your torch version; https://github.com/pytorch/csprng)")
+        return value
 
 
 class TrainConfig(BaseModel):
@@ -60,9 +88,19 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=3, ge=1)
     # Expected (logical) batch under Poisson sampling; DP favours large batches.
     batch_size: int = Field(default=64, ge=1)
+    # Largest batch put through the model at once; larger Poisson draws are split and their
+    # clipped gradients summed before one noisy step (Opacus' BatchMemoryManager).
+    physical_batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0.0)
     # Held out before training, never seen by it, for perplexity and the privacy audit.
     holdout_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _ghost_needs_untied_weights(self) -> TrainConfig:
+        if self.privacy.grad_sample_mode == "ghost" and self.model.tie_embeddings:
+            raise ValueError("privacy.grad_sample_mode=ghost cannot clip tied embeddings "
+                             "(Opacus refuses tied parameters); set model.tie_embeddings=false")
+        return self
 
 
 @dataclass
@@ -135,21 +173,111 @@ def resolve_delta(cfg: PrivacyConfig, n: int) -> float:
     return delta
 
 
-def _privatize(model, optimizer, loader, cfg: TrainConfig, delta: float):
-    """The one place DP is switched on: Opacus wraps model, optimizer and Poisson loader."""
+class _PerSampleLoss:
+    """The "criterion" Opacus' ghost wrapper calls: our loss is already one value per record."""
+
+    reduction = "mean"  # Opacus sets "none" around the call; the mean is taken in backward()
+
+    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
+        return losses
+
+
+def _privatize(model, optimizer, loader, cfg: TrainConfig, delta: float,
+               noise_multiplier: float | None = None):
+    """The one place DP is switched on: Opacus wraps model, optimizer and Poisson loader.
+
+    Returns (model, optimizer, criterion, loader, engine); ``criterion`` turns per-sample losses
+    into what ``.backward()`` is called on. σ comes from the ε target unless ``noise_multiplier``
+    is given (the correctness test sets it to 0).
+    """
     dp_layers.install()
-    engine = PrivacyEngine(accountant=cfg.privacy.accountant)
-    model, optimizer, loader = engine.make_private_with_epsilon(
-        module=model, optimizer=optimizer, data_loader=loader,
-        target_epsilon=cfg.privacy.target_epsilon, target_delta=delta, epochs=cfg.epochs,
-        max_grad_norm=cfg.privacy.max_grad_norm, poisson_sampling=True,
-    )
-    return model, optimizer, loader, engine
+    p = cfg.privacy
+    engine = PrivacyEngine(accountant=p.accountant, secure_mode=p.secure_mode)
+    common = dict(module=model, optimizer=optimizer, data_loader=loader,
+                  max_grad_norm=p.max_grad_norm, poisson_sampling=p.poisson_sampling,
+                  grad_sample_mode=p.grad_sample_mode, criterion=_PerSampleLoss())
+    if noise_multiplier is None:
+        wrapped = engine.make_private_with_epsilon(
+            **common, target_epsilon=p.target_epsilon, target_delta=delta, epochs=cfg.epochs)
+    else:
+        wrapped = engine.make_private(**common, noise_multiplier=noise_multiplier)
+    if p.grad_sample_mode == "ghost":  # Opacus 1.6 also returns a criterion in ghost mode
+        model, optimizer, criterion, loader = wrapped
+    else:
+        (model, optimizer, loader), criterion = wrapped, torch.mean
+    return model, optimizer, criterion, loader, engine
+
+
+class _StepGate:
+    """Lets BatchMemoryManager split a logical batch for the private and the baseline run alike.
+
+    Opacus' DPOptimizer already accumulates clipped gradients until the logical batch ends; the
+    plain baseline optimizer gets the same behaviour here. Counts real (logical) steps.
+    """
+
+    def __init__(self, optimizer, private: bool):
+        self.optimizer, self.private, self.skip, self.steps = optimizer, private, False, 0
+
+    def signal_skip_step(self, do_skip: bool = True) -> None:
+        self.skip = do_skip
+        if self.private:
+            self.optimizer.signal_skip_step(do_skip)
+
+    def step(self) -> None:
+        if self.private or not self.skip:
+            self.optimizer.step()
+        self.steps += not self.skip
+
+    def zero_grad(self) -> None:
+        if self.private or not self.skip:
+            self.optimizer.zero_grad(set_to_none=True)
+
+
+def _zero_gradients(optimizer, mode: str) -> None:
+    """What an empty batch contributes, in the form each Opacus optimizer reads: no records."""
+    for p in optimizer.params:
+        if mode == "ghost":
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad_sample = p.new_zeros((0, *p.shape))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Temp file + rename: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state(sampler_generator: torch.Generator | None) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+            "sampler": sampler_generator.get_state() if sampler_generator else None}
+
+
+def _restore_rng(state: dict, sampler_generator: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if sampler_generator is not None and state["sampler"] is not None:
+        sampler_generator.set_state(state["sampler"])
 
 
 def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int,
-          on_epoch_end: Callable[[dict], None] = lambda m: None):
-    """Train a fresh model on ``sequences``; returns (unwrapped model, TrainResult)."""
+          on_epoch_end: Callable[[dict], None] = lambda m: None, *,
+          on_end: Callable[[dict], None] = lambda m: None, checkpoint: Path | None = None,
+          resume_from: Path | None = None, max_steps: int | None = None):
+    """Train a fresh model on ``sequences``; returns (unwrapped model, TrainResult).
+
+    ``checkpoint``: written atomically after every epoch. ``resume_from``: a checkpoint of the
+    same config and data to continue from, with its accountant history, so ε is not reset.
+    ``on_end`` receives the ε spent so far even when training fails midway.
+    ``max_steps``: stop after that many logical steps (preflight's dry run).
+    """
     torch.manual_seed(seed)
     n = len(sequences)
     delta = resolve_delta(cfg.privacy, n)
@@ -160,31 +288,81 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer
                         generator=torch.Generator().manual_seed(seed))
     engine = None
     if cfg.privacy.enabled:
-        model, optimizer, loader, engine = _privatize(model, optimizer, loader, cfg, delta)
+        model, optimizer, criterion, loader, engine = _privatize(model, optimizer, loader, cfg,
+                                                                 delta)
     else:
-        # Same Poisson sampling as the private run, so the baseline differs only in DP.
+        # Same Poisson sampling as the private run, so the baseline differs only in DP; the
+        # loss is scaled like Opacus scales the clipped sum: by the expected batch size.
         loader = DPDataLoader.from_data_loader(loader, generator=loader.generator)
+        expected = n / len(loader)  # Opacus' expected batch size: N × sample rate
+
+        def criterion(losses: torch.Tensor) -> torch.Tensor:
+            return losses.sum() / expected
     sample_rate = 1.0 / len(loader)
-    started, steps, last_loss = time.monotonic(), 0, math.nan
+    sampler_rng = loader.batch_sampler.generator
+    gate = _StepGate(optimizer, private=engine is not None)
+    fingerprint = {"config": cfg.model_dump(mode="json"), "records": n, "seed": seed}
+    first_epoch, last_loss, spent = 1, math.nan, 0.0
+    if resume_from is not None:
+        state = torch.load(resume_from, weights_only=True)  # tensors and plain values only
+        if state["fingerprint"] != fingerprint:
+            raise PrivacyError(f"{resume_from}: checkpoint was written for another config, data "
+                               "size or seed; resume with the run's own settings")
+        causal_lm.unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if engine is not None:
+            engine.accountant.load_state_dict(state["accountant"])
+        _restore_rng(state["rng"], sampler_rng)
+        first_epoch, gate.steps = state["epoch"] + 1, state["steps"]
+        last_loss, spent = state["loss"], state["seconds"]
+
+    def epsilon() -> float:
+        if engine is None:
+            return math.inf
+        return engine.get_epsilon(delta) if engine.accountant.history else 0.0
+
+    started = time.monotonic() - spent
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        losses = []
-        for ids, mask in loader:
-            if ids.shape[0] == 0:  # Poisson sampling can draw an empty batch
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss = causal_lm.per_sample_loss(model, ids, mask).mean()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            losses.append(loss.item())
-        last_loss = float(np.mean(losses)) if losses else math.nan
-        eps = engine.get_epsilon(delta) if engine else math.inf
-        on_epoch_end({"epoch": epoch, "loss": last_loss, "epsilon": eps, "steps": steps})
+    try:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            total, count = 0.0, 0
+            with BatchMemoryManager(data_loader=loader, optimizer=gate,
+                                    max_physical_batch_size=cfg.physical_batch_size) as batches:
+                for ids, mask in batches:
+                    if ids.shape[0] == 0:  # Poisson sampling can draw an empty batch
+                        if engine is not None:  # the accountant counts it: a noise-only step
+                            _zero_gradients(optimizer, cfg.privacy.grad_sample_mode)
+                            gate.step()
+                            gate.zero_grad()
+                        continue
+                    losses = causal_lm.per_sample_loss(model, ids, mask)   # [B]
+                    criterion(losses).backward()
+                    gate.step()
+                    gate.zero_grad()
+                    total, count = total + losses.sum().item(), count + len(losses)
+                    if max_steps is not None and gate.steps >= max_steps and not gate.skip:
+                        break
+            last_loss = total / count if count else math.nan
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, {
+                    "fingerprint": fingerprint, "epoch": epoch, "steps": gate.steps,
+                    "loss": last_loss, "seconds": time.monotonic() - started,
+                    "model": causal_lm.unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "accountant": engine.accountant.state_dict() if engine else None,
+                    "rng": _rng_state(sampler_rng)})
+            # After the checkpoint: a kill in between loses this epoch's metrics rather than
+            # logging them twice on resume.
+            on_epoch_end({"epoch": epoch, "loss": last_loss, "epsilon": epsilon(),
+                          "steps": gate.steps})
+            if max_steps is not None and gate.steps >= max_steps:
+                break
+    finally:
+        on_end({"epsilon": epsilon(), "delta": delta, "steps": gate.steps})
     result = TrainResult(
-        epsilon=engine.get_epsilon(delta) if engine else math.inf, delta=delta,
+        epsilon=epsilon(), delta=delta,
         noise_multiplier=optimizer.noise_multiplier if engine else 0.0,
-        sample_rate=sample_rate, steps=steps, epochs=cfg.epochs,
+        sample_rate=sample_rate, steps=gate.steps, epochs=cfg.epochs,
         accountant=cfg.privacy.accountant if engine else "none", private=engine is not None,
         final_loss=last_loss, seconds=time.monotonic() - started,
     )
@@ -193,9 +371,12 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, seed: int,
-               out_dir: str, run_id: str) -> dict:
+               out_dir: str, run_id: str, resume: bool = False) -> dict:
+    """``resume``: continue from ``out_dir``'s checkpoint when there is one (same run, same
+    config), keeping its accountant history; otherwise train from scratch."""
     logger = get_run_logger()
     out = Path(out_dir)
+    checkpoint = out / "checkpoint.pt"
     df = pd.read_parquet(anonymized_path)
     codec = codec_for(contract, list(df.columns))
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
@@ -210,6 +391,9 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         "privacy.target_epsilon": cfg.privacy.target_epsilon,
         "privacy.max_grad_norm": cfg.privacy.max_grad_norm,
         "privacy.accountant": cfg.privacy.accountant,
+        "privacy.grad_sample_mode": cfg.privacy.grad_sample_mode,
+        "privacy.secure_mode": cfg.privacy.secure_mode,
+        "train.physical_batch_size": cfg.physical_batch_size,
         **{f"model.{k}": v for k, v in cfg.model.model_dump().items()},
     })
 
@@ -223,7 +407,17 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         progress.info("epoch", extra={"stage": "train",
                                       "progress": (m["epoch"], cfg.epochs, "epochs")})
 
-    model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end)
+    def on_end(m: dict) -> None:  # runs even when training fails: what was spent is on record
+        if math.isfinite(m["epsilon"]):
+            tracking.log_metrics(run_id, {"privacy.epsilon_spent": m["epsilon"],
+                                          "privacy.delta": m["delta"],
+                                          "privacy.steps_taken": m["steps"]}, step=m["steps"])
+
+    resume_from = checkpoint if resume and checkpoint.is_file() else None
+    if resume_from is not None:
+        logger.info("resuming from %s", resume_from)
+    model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
+                          checkpoint=checkpoint, resume_from=resume_from)
     meta = {"codec": codec.to_dict(), "tokenizer": "bytes",
             "model_config": cfg.model.model_dump(), "train": asdict(result)}
     # Built from the same anonymized text the model saw; lets generation reject copies of it.

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 from opacus.grad_sample import GradSampleModule
+from transformers.pytorch_utils import Conv1D
 
 from models import causal_lm, dp_layers
 from models.records import RecordCodec, RecordGrammar
@@ -103,3 +104,14 @@ def test_save_load_round_trip_unwraps_opacus(tmp_path):
 def test_width_must_divide_into_heads(heads, width):
     with pytest.raises(ValueError, match="multiple of n_head"):
         causal_lm.LMConfig(n_head=heads, n_embd=width)
+
+
+@pytest.mark.parametrize("t", [3, 40], ids=["ghost-branch", "instantiate-branch"])
+def test_conv1d_norm_sampler_equals_the_norm_of_per_sample_gradients(t):
+    """Both branches of the mixed ghost-clipping norm: T² below and above in·out (6·5 = 30)."""
+    layer = Conv1D(5, 6)  # nf=out=5, nx=in=6: weight [6, 5]
+    x, g = torch.randn(4, t, 6), torch.randn(4, t, 5)
+    grads = dp_layers.conv1d_grad_sample(layer, [x], g)
+    norms = dp_layers.linear_norm_sample(layer, [x], g)
+    for p in (layer.weight, layer.bias):
+        torch.testing.assert_close(norms[p], grads[p].flatten(1).norm(2, dim=1))

@@ -1,0 +1,93 @@
+"""Preflight: what a training plan will cost in privacy, and whether it can run, before any work.
+
+Computes σ, steps and sample rate the way training will, checks the model with Opacus' validator
+and a two-step dry run on random bytes, and refuses plans above the ε ceiling in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.validators import ModuleValidator
+
+from models import causal_lm
+from models.tokenizer import ByteTokenizer
+from tasks.errors import PrivacyError
+from tasks.train import TrainConfig, resolve_delta, train
+
+DRY_RUN_STEPS = 2
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    records: int
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    epsilon: float
+    delta: float
+    accountant: str
+    dry_run_seconds: float
+
+
+def plan_sampling(n_records: int, cfg: TrainConfig) -> tuple[float, int]:
+    """(sample rate, expected steps) exactly as ``train`` sets them: Opacus' Poisson loader
+    samples at 1 / (batches per epoch) and the accountant counts that many steps per epoch."""
+    batches = math.ceil(n_records / cfg.batch_size)
+    return 1.0 / batches, batches * cfg.epochs
+
+
+def preflight(n_records: int, cfg: TrainConfig, tokenizer: ByteTokenizer,
+              seed: int = 0) -> PreflightReport:
+    """``n_records``: the records training will see (after the holdout split)."""
+    p = cfg.privacy
+    if n_records < 2:
+        raise PrivacyError(f"preflight: {n_records} training records; DP-SGD needs at least 2")
+    delta = resolve_delta(p, n_records)
+    sample_rate, steps = plan_sampling(n_records, cfg)
+    sigma, epsilon = 0.0, math.inf
+    if p.enabled:
+        if p.target_epsilon > p.epsilon_ceiling:
+            raise PrivacyError(f"train.privacy.target_epsilon={p.target_epsilon:g} is above "
+                               f"train.privacy.epsilon_ceiling={p.epsilon_ceiling:g}; lower it")
+        try:
+            sigma = get_noise_multiplier(target_epsilon=p.target_epsilon, target_delta=delta,
+                                         sample_rate=sample_rate, steps=steps,
+                                         accountant=p.accountant)
+        except ValueError as exc:
+            raise PrivacyError(f"train.privacy.target_epsilon={p.target_epsilon:g} is not "
+                               f"reachable with {steps} steps at sample rate {sample_rate:.4g} "
+                               f"({exc}); raise it or train fewer steps") from None
+        accountant = create_accountant(p.accountant)
+        accountant.history = [(sigma, sample_rate, steps)]
+        epsilon = float(accountant.get_epsilon(delta))
+        if not epsilon <= p.epsilon_ceiling:
+            raise PrivacyError(f"the plan reaches ε={epsilon:.3g}, above "
+                               f"train.privacy.epsilon_ceiling={p.epsilon_ceiling:g}")
+        errors = ModuleValidator.validate(causal_lm.build(cfg.model, tokenizer), strict=False)
+        if errors:
+            raise PrivacyError(f"train.model: Opacus cannot train it privately: {errors[0]}")
+    seconds = _dry_run(cfg, tokenizer, seed)
+    return PreflightReport(n_records, sample_rate, steps, sigma, epsilon, delta,
+                           p.accountant if p.enabled else "none", seconds)
+
+
+def _dry_run(cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int) -> float:
+    """Two logical steps on random full-length byte strings: the largest batches the plan puts
+    through the model, so a shape, memory or Opacus-hook failure shows up now, not at hour two."""
+    g = torch.Generator().manual_seed(seed)
+    n = 4 * cfg.batch_size
+    body = torch.randint(0, 256, (n, cfg.model.block_size - 2), generator=g).tolist()
+    seqs = [[tokenizer.bos_id, *row, tokenizer.eos_id] for row in body]
+    dry = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"target_delta": None})})
+    try:
+        _, result = train(seqs, dry, tokenizer, seed, max_steps=DRY_RUN_STEPS)
+    except Exception as exc:  # any failure here is the plan's, reported as one line
+        raise PrivacyError(f"preflight dry run failed: {type(exc).__name__}: {exc}") from exc
+    if not math.isfinite(result.final_loss):
+        raise PrivacyError("preflight dry run: the loss is not finite; lower train.learning_rate")
+    return result.seconds
