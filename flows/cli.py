@@ -109,8 +109,11 @@ def run(
                                                 "the built-in defaults.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field, e.g. "
                                                    "--set train.epochs=2 (repeatable).")] = None,
+    preflight: Annotated[bool, typer.Option("--preflight", help="Stop after checking the "
+                                            "privacy plan (σ, steps, ε) and a dry run.")] = False,
 ) -> None:
-    """Run the whole training flow: ingest → validate → anonymize → train → evaluate → register."""
+    """Run the whole training flow: ingest → validate → anonymize → preflight → train →
+    evaluate → register."""
     from flows.config import load_config
 
     cfg = load_config(config, set_ or [])
@@ -123,7 +126,14 @@ def run(
     from flows.training import training_flow
 
     started = time.monotonic()
-    result = _run_with_progress("training flow", training_flow, cfg)
+    result = _run_with_progress("training flow", training_flow, cfg, preflight)
+    if preflight:
+        p = result["preflight"]
+        out.print(f"[green]plan ok[/]: {p['records']} training records, sample rate "
+                  f"{p['sample_rate']:.4f}, {p['steps']} steps, σ={p['noise_multiplier']:.3f} "
+                  f"→ ε={p['epsilon']:.2f} at δ={p['delta']:.1e} ({p['accountant']}); "
+                  f"dry run {p['dry_run_seconds']:.0f} s")
+        return
     m, t, e = result["model"], result["train"], result["eval"]
     out.print(
         f"[green]done[/] in {time.monotonic() - started:.0f} s: {result['rows']['rows_kept']} "

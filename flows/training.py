@@ -1,4 +1,4 @@
-"""The training flow: ingest → validate → anonymize → train → evaluate → register."""
+"""The training flow: ingest → validate → anonymize → preflight → train → evaluate → register."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tasks import tracking
 from tasks.anonymize import anonymize_task
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
+from tasks.preflight import preflight_task
 from tasks.register import register_task
 from tasks.train import train_task
 from tasks.validate import validate_task
@@ -28,7 +29,8 @@ def _run_dirs(cfg: PipelineConfig, run_name: str) -> dict[str, str]:
 
 
 @flow(name="privgen-training", log_prints=False, validate_parameters=False)
-def training_flow(cfg: PipelineConfig) -> dict:
+def training_flow(cfg: PipelineConfig, preflight_only: bool = False) -> dict:
+    """``preflight_only``: stop after the plan is checked, before any training."""
     run_name = time.strftime("run-%Y%m%d-%H%M%S")
     run_id = tracking.start_run(cfg.experiment, run_name, {"privgen.flow": "training"})
     status = "FAILED"
@@ -43,6 +45,10 @@ def training_flow(cfg: PipelineConfig) -> dict:
                                   d["raw"], run_id)
         anonymized = anonymize_task(validated["validated_path"], cfg.contract, cfg.anonymize,
                                     d["anon"], run_id)
+        plan = preflight_task(anonymized["anonymized_path"], cfg.train, cfg.seed, run_id)
+        if preflight_only:
+            status = "FINISHED"
+            return {"run_id": run_id, "rows": validated, "preflight": plan}
         trained = train_task(anonymized["anonymized_path"], cfg.contract, cfg.train, cfg.seed,
                              d["model"], run_id)
         evaluated = evaluate_task(trained["model_dir"], trained["holdout_path"], cfg.evaluate,
@@ -51,7 +57,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
                                    ingested.source_digest, cfg.digest(), cfg.register,
                                    cfg.promote, run_id)
         status = "FINISHED"
-        return {"run_id": run_id, "rows": validated, "train": trained, "eval": evaluated,
-                "model": registered}
+        return {"run_id": run_id, "rows": validated, "preflight": plan, "train": trained,
+                "eval": evaluated, "model": registered}
     finally:
         tracking.end_run(run_id, status)

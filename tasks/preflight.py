@@ -7,17 +7,22 @@ and a two-step dry run on random bytes, and refuses plans above the ε ceiling i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from models import causal_lm
 from models.tokenizer import ByteTokenizer
+from tasks import tracking
 from tasks.errors import PrivacyError
-from tasks.train import TrainConfig, resolve_delta, train
+from tasks.train import TrainConfig, resolve_delta, split_holdout, train
 
 DRY_RUN_STEPS = 2
 
@@ -91,3 +96,22 @@ def _dry_run(cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int) -> float:
     if not math.isfinite(result.final_loss):
         raise PrivacyError("preflight dry run: the loss is not finite; lower train.learning_rate")
     return result.seconds
+
+
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: str) -> dict:
+    """The plan for the records training will actually see (after the same holdout split)."""
+    train_df, _ = split_holdout(pd.read_parquet(anonymized_path), cfg.holdout_fraction, seed)
+    report = preflight(len(train_df), cfg, ByteTokenizer(), seed)
+    tracking.log_params(run_id, {"preflight.noise_multiplier": report.noise_multiplier,
+                                 "preflight.steps": report.steps,
+                                 "preflight.sample_rate": report.sample_rate,
+                                 "preflight.epsilon": report.epsilon})
+    create_markdown_artifact(key="preflight-report", markdown=(
+        f"# Preflight\n\n- training records: {report.records}\n- sample rate: "
+        f"{report.sample_rate:.4f}, steps: {report.steps}\n- σ: {report.noise_multiplier:.3f}"
+        f"\n- ε reached: {report.epsilon:.3f} at δ {report.delta:.2e} ({report.accountant})\n"
+        f"- dry run: {report.dry_run_seconds:.1f} s\n"))
+    get_run_logger().info("plan: σ %.3f, %d steps, q %.4f, ε %.2f", report.noise_multiplier,
+                          report.steps, report.sample_rate, report.epsilon)
+    return asdict(report)

@@ -48,3 +48,12 @@ def test_serve_builds_scheduled_deployments():
     training, generation = build(None, "0 2 * * 0", "0 4 * * *", "m@champion", 10, "x.parquet")
     assert training.schedules[0].schedule.cron == "0 2 * * 0"
     assert generation.parameters == {"model": "m@champion", "n": 10, "out": "x.parquet"}
+
+
+def test_preflight_refuses_a_plan_above_the_epsilon_ceiling_in_one_line(tmp_path, demo_csv):
+    subset = tmp_path / "t.csv"
+    subset.write_text("".join(demo_csv.read_text().splitlines(keepends=True)[:201]))
+    res = _run("run", "--preflight", "--set", f"ingest.path={subset}",
+               "--set", "train.privacy.epsilon_ceiling=5", cwd=tmp_path)
+    assert res.returncode == 1 and "epsilon_ceiling" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -56,6 +56,9 @@ def test_training_registers_a_private_champion(pipeline):
     assert trained["rows"]["rows_in"] == trained["rows"]["rows_kept"] + trained["rows"][
         "rows_quarantined"]
     assert 0 < trained["train"]["epsilon"] <= 8.0
+    # The preflight plan predicted the ε that training then spent.
+    assert trained["preflight"]["epsilon"] == pytest.approx(trained["train"]["epsilon"], rel=0.02)
+    assert trained["preflight"]["steps"] == pytest.approx(trained["train"]["steps"], rel=0.5)
     versions = list_versions(MODEL)
     champion = [v for v in versions if "champion" in v["aliases"]]
     assert len(champion) == 1 and champion[0]["stage"] == "Production"
