@@ -207,6 +207,63 @@ def validate(
 
 
 @app.command()
+def anonymize(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV/TSV, Parquet or "
+                                               "JSONL file.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output file; .parquet, .csv "
+                                           "or .jsonl. A report is written beside it.")],
+    text_column: Annotated[list[str] | None, typer.Option(
+        "--text-column", "-t", help="A free-text column to scrub (repeatable).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config whose "
+                                                "contract gives columns their roles.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field.")] = None,
+) -> None:
+    """Run the anonymize stage alone: scrub the --text-column columns, apply the contract's
+    operators to the columns it knows, keep every other column as it is."""
+    from flows.config import load_config
+    from tasks.anonymize import anonymize as anonymize_frame
+    from tasks.anonymize import load_key
+    from tasks.contract import ColumnSpec, DataContract, Role
+    from tasks.errors import ConfigError, InputError
+    from tasks.generate import output_format, write_records
+    from tasks.ingest import INGEST_ERROR, read_source
+    from tasks.sources import META
+    from tasks.storage import write_json
+
+    cfg = load_config(config, set_ or [])
+    fmt = output_format(out_path)
+    df = read_source(input_path, cfg.ingest.model_copy(update={"path": input_path}))
+    unreadable = int(df[INGEST_ERROR].notna().sum()) if INGEST_ERROR in df else 0
+    if unreadable:
+        raise InputError(f"{input_path}: {unreadable} lines could not be parsed; run `privgen "
+                         "validate` on it first and anonymize its kept rows")
+    columns = [c for c in df.columns if c not in META]
+    texts = set(text_column or [])
+    missing = sorted(texts - set(columns))
+    if missing:
+        raise ConfigError(f"--text-column {', '.join(missing)}: not a column of {input_path} "
+                          f"(columns: {', '.join(columns)})")
+    known = {c.name: c for c in cfg.contract.columns} if config else {}
+    specs = tuple(known.get(c) or ColumnSpec(
+        name=c, nullable=True, role=Role.TEXT if c in texts else Role.CATEGORY) for c in columns)
+    anon = cfg.anonymize
+    if not config:  # the built-in per-column settings describe the demo data, not this file
+        anon = anon.model_copy(update={"operators": {}, "generalize": {}, "entities": {}})
+    key = load_key(anon.key_file)
+    kept, suppressed, report = anonymize_frame(df[columns], DataContract(columns=specs),
+                                               anon, key)
+    write_records(kept.reset_index(drop=True), out_path, fmt)
+    write_json({**report.to_dict(), "rows_suppressed": len(suppressed)},
+               out_path.with_suffix(".anonymization.json"))
+    if len(suppressed):
+        write_records(suppressed.reset_index(drop=True),
+                      out_path.with_suffix(f".suppressed{out_path.suffix}"), fmt)
+    out.print(f"[green]anonymized[/] {len(df)} rows: {len(kept)} written to {out_path}, "
+              f"{len(suppressed)} suppressed for k-anonymity; key id {report.key_id}; report: "
+              f"{out_path.with_suffix('.anonymization.json')}")
+
+
+@app.command()
 def generate(
     model: Annotated[str, typer.Option("--model", "-m", help="NAME@alias, NAME/version or NAME "
                                        "(its champion).")] = "privgen-demo@champion",

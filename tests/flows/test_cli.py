@@ -57,3 +57,22 @@ def test_preflight_refuses_a_plan_above_the_epsilon_ceiling_in_one_line(tmp_path
                "--set", "train.privacy.epsilon_ceiling=5", cwd=tmp_path)
     assert res.returncode == 1 and "epsilon_ceiling" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_anonymize_one_file_keeps_other_columns_and_scrubs_text(tmp_path):
+    src = tmp_path / "c.csv"
+    src.write_text('id,comment,score\n1,"Call Jane Smith on +44 20 7946 0958 or '
+                   'jane@example.org",3\n2,"Card 4111 1111 1111 1111 was declined",5\n')
+    res = _run("anonymize", str(src), "--out", "a.jsonl", "--text-column", "comment",
+               cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    import pandas as pd
+
+    out = pd.read_json(tmp_path / "a.jsonl", lines=True)
+    assert out["id"].tolist() == [1, 2] and out["score"].tolist() == [3, 5]
+    text = " ".join(out["comment"])
+    for secret in ("Jane", "Smith", "7946", "jane@example.org", "4111"):
+        assert secret not in text
+    assert (tmp_path / "a.anonymization.json").exists()
+    key = (tmp_path / ".privgen" / "pseudonym.key")
+    assert not key.exists() or key.read_text().strip() not in (tmp_path / "a.jsonl").read_text()
