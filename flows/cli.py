@@ -83,7 +83,7 @@ def _run_with_progress(title: str, fn, *args):
                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        progress.add_task(title, total=None)
+        overall = progress.add_task(title, total=None)
         handler = _StageLog(progress)
         loggers = [logging.getLogger(name) for name in
                    ("prefect.flow_runs", "prefect.task_runs", "privgen.progress")]
@@ -91,7 +91,9 @@ def _run_with_progress(title: str, fn, *args):
             lg.addHandler(handler)
         logging.getLogger("privgen.progress").setLevel(logging.INFO)
         try:
-            return fn(*args)
+            result = fn(*args)
+            progress.update(overall, total=1, completed=1)
+            return result
         finally:
             for lg in loggers:
                 lg.removeHandler(handler)
