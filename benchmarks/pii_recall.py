@@ -28,6 +28,14 @@ TARGETS = {"EMAIL_ADDRESS": 0.95, "PHONE_NUMBER": 0.95, "CREDIT_CARD": 0.95, "IB
            "IP_ADDRESS": 0.95, "US_SSN": 0.95, "PERSON": 0.85}
 
 
+def _mask(text: str, spans: list[pii.Span]) -> list[bool]:
+    """Which characters of ``text`` some predicted span covers."""
+    mask = [False] * len(text)
+    for s in spans:
+        mask[s.start : s.end] = [True] * (s.end - s.start)
+    return mask
+
+
 def _covered(text: str, start: int, end: int, mask: list[bool]) -> bool:
     return all(mask[i] for i in range(start, end) if text[i].isalnum())
 
@@ -37,9 +45,7 @@ def score(records: list[dict], predicted: list[list[pii.Span]]) -> dict:
     correct, flagged = Counter(), Counter()
     for record, spans in zip(records, predicted, strict=True):
         text = record["text"]
-        mask = [False] * len(text)
-        for s in spans:
-            mask[s.start : s.end] = [True] * (s.end - s.start)
+        mask = _mask(text, spans)
         for g in record["spans"]:
             keys = [g["entity"]] + (["PERSON (held-out names)"] if g.get("held_out") else [])
             for key in keys:
@@ -157,9 +163,7 @@ def _misses(records: list[dict], predicted: list[list[pii.Span]], per_entity: in
     misses: dict[str, list[str]] = defaultdict(list)
     for record, spans in zip(records, predicted, strict=True):
         text = record["text"]
-        mask = [False] * len(text)
-        for s in spans:
-            mask[s.start : s.end] = [True] * (s.end - s.start)
+        mask = _mask(text, spans)
         for g in record["spans"]:
             if not _covered(text, g["start"], g["end"], mask) and \
                     len(misses[g["entity"]]) < per_entity:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import secrets
 import unicodedata
@@ -27,8 +26,6 @@ from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
 from tasks.ingest import SOURCE_ROW
 from tasks.storage import write_json, write_parquet
-
-log = logging.getLogger(__name__)
 
 KEY_ENV = "PRIVGEN_PSEUDONYM_KEY"
 REASON = "_reason"  # the quarantine's reason column, as in validate's quarantine

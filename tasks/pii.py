@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import phonenumbers
-
-log = logging.getLogger(__name__)
 
 PLACEHOLDERS = {
     "PERSON": "<PERSON>",

@@ -38,7 +38,6 @@ from tasks.contract import DataContract, DType, Role
 from tasks.errors import PrivacyError
 from tasks.storage import write_parquet
 
-log = logging.getLogger(__name__)
 # Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
 progress = logging.getLogger("privgen.progress")
 

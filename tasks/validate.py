@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,6 @@ from tasks.errors import InputError, ValidationFailed
 from tasks.ingest import INGEST_ERROR, REASON, SOURCE_ROW, IngestConfig, ingest, reparse
 from tasks.sources import META
 from tasks.storage import file_digest, write_json, write_text
-
-log = logging.getLogger(__name__)
 
 # Spreadsheet formulas and DDE payloads (CWE-1236, OWASP "CSV injection"): a leading "=", or
 # "+", "-", "@" followed by a function call, a pipe or a cell reference. Phone numbers

@@ -47,3 +47,22 @@ def planted() -> dict:
     import json
 
     return json.loads(PLANTED.read_text())
+
+
+@pytest.fixture
+def make_model():
+    """A factory of registered models whose versions 1, 2, … carry the given tags; the
+    versions point at a placeholder artifact, so no training is needed."""
+    import uuid
+
+    def make(client, *versions: dict) -> str:
+        name = f"test-{uuid.uuid4().hex[:10]}"
+        run = client.create_run("0")
+        client.log_text(run.info.run_id, "placeholder", "model/MLmodel")
+        client.create_registered_model(name)
+        for tags in versions:
+            client.create_model_version(name, source=f"{run.info.artifact_uri}/model",
+                                        run_id=run.info.run_id, tags=tags)
+        return name
+
+    return make

@@ -6,7 +6,6 @@ Versions are real registry entries on a logged placeholder artifact, so no model
 import json
 import threading
 import time
-import uuid
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -24,17 +23,6 @@ def tags(ppl: float = 6.0, eps: float = 3.0, private: bool = True, **gates: str)
     return {"privacy.epsilon": str(eps), "privacy.delta": "1e-05", "privacy.private": str(private),
             "eval.perplexity": str(ppl), **{f"gate.{k}": v for k, v in gates.items()}}
 
-
-def make_model(client: MlflowClient, *versions: dict) -> str:
-    """A registered model whose versions 1, 2, … carry ``versions``' tags."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    run = client.create_run("0")
-    client.log_text(run.info.run_id, "placeholder", "model/MLmodel")
-    client.create_registered_model(name)
-    for version_tags in versions:
-        client.create_model_version(name, source=f"{run.info.artifact_uri}/model",
-                                    run_id=run.info.run_id, tags=version_tags)
-    return name
 
 
 def stages(client: MlflowClient, name: str) -> dict[str, str]:
@@ -106,7 +94,7 @@ def test_a_tampered_history_entry_is_named():
 
 # ---- registry operations ---------------------------------------------------------------------
 
-def test_promote_moves_champion_mirrors_stages_and_records_who_and_why(client):
+def test_promote_moves_champion_mirrors_stages_and_records_who_and_why(client, make_model):
     name = make_model(client, tags(6.0), tags(5.8), tags(5.7))
     client.set_registered_model_alias(name, "challenger", "2")
     promotion.promote(name, "1", CFG, POLICY)
@@ -132,7 +120,7 @@ def test_promote_moves_champion_mirrors_stages_and_records_who_and_why(client):
     (tags(ppl=7.0), "champion"),  # 6.0 × 1.05 is the most the champion allows
     (tags(audit="fail: canary exposure 9.1"), "audit"),
 ])
-def test_promote_refuses_naming_the_failed_gate(client, candidate, gate):
+def test_promote_refuses_naming_the_failed_gate(client, candidate, gate, make_model):
     name = make_model(client, tags(ppl=6.0), candidate)
     promotion.promote(name, "1", CFG, POLICY)
     with pytest.raises(RegistryError, match=rf"gate {gate} failed") as err:
@@ -141,7 +129,7 @@ def test_promote_refuses_naming_the_failed_gate(client, candidate, gate):
     assert champion(client, name) == "1" and len(promotion.history(name)) == 1
 
 
-def test_force_needs_a_reason_and_is_recorded(client):
+def test_force_needs_a_reason_and_is_recorded(client, make_model):
     name = make_model(client, tags(private=False))
     with pytest.raises(RegistryError, match="--reason"):
         promotion.promote(name, "1", CFG, POLICY, force=True)
@@ -152,7 +140,7 @@ def test_force_needs_a_reason_and_is_recorded(client):
     assert promotion.history(name)[-1] == got and champion(client, name) == "1"
 
 
-def test_rollback_walks_back_and_stops_at_the_first_champion(client):
+def test_rollback_walks_back_and_stops_at_the_first_champion(client, make_model):
     name = make_model(client, tags(6.0), tags(5.9), tags(5.8))
     for v in "123":
         promotion.promote(name, v, CFG, POLICY)
@@ -168,7 +156,7 @@ def test_rollback_walks_back_and_stops_at_the_first_champion(client):
     assert stages(client, name) == {"1": "Production", "2": "Archived", "3": "Archived"}
 
 
-def test_unknown_model_or_version_says_what_to_do(client):
+def test_unknown_model_or_version_says_what_to_do(client, make_model):
     name = make_model(client, tags())
     with pytest.raises(RegistryError, match="has no version 9"):
         promotion.promote(name, "9", CFG, POLICY)
@@ -176,7 +164,7 @@ def test_unknown_model_or_version_says_what_to_do(client):
         promotion.rollback("no-such-model")
 
 
-def test_models_lists_stage_and_verdicts(client):
+def test_models_lists_stage_and_verdicts(client, make_model):
     name = make_model(client, tags(), tags(audit="fail: canary exposure 9.1"))
     promotion.promote(name, "1", CFG, POLICY)
     rows = {r["version"]: r for r in list_versions(name)}
@@ -187,7 +175,7 @@ def test_models_lists_stage_and_verdicts(client):
 
 # ---- concurrency -----------------------------------------------------------------------------
 
-def test_two_simultaneous_promotions_leave_one_champion_and_two_entries(client):
+def test_two_simultaneous_promotions_leave_one_champion_and_two_entries(client, make_model):
     name = make_model(client, tags(6.0), tags(6.0), tags(6.0))
     promotion.promote(name, "1", CFG, POLICY)
     start, done, seen, errors = threading.Barrier(3), threading.Event(), set(), []
@@ -223,7 +211,7 @@ def test_two_simultaneous_promotions_leave_one_champion_and_two_entries(client):
                    for rm in client.search_registered_models())
 
 
-def test_lock_serializes_read_modify_write_across_threads(client):
+def test_lock_serializes_read_modify_write_across_threads(client, make_model):
     name = make_model(client)
     client.set_registered_model_tag(name, "n", "0")
 
@@ -243,7 +231,7 @@ def test_lock_serializes_read_modify_write_across_threads(client):
     assert client.get_registered_model(name).tags["n"] == "12"
 
 
-def test_a_live_lock_blocks_and_a_stale_one_is_broken(client):
+def test_a_live_lock_blocks_and_a_stale_one_is_broken(client, make_model):
     name = make_model(client, tags())
     lock = name + promotion.LOCK_SUFFIX
     client.create_registered_model(lock, tags={"owner": "x", "holder": "bob@host pid 7",
@@ -260,7 +248,7 @@ def test_a_live_lock_blocks_and_a_stale_one_is_broken(client):
 
 # ---- the CLI ---------------------------------------------------------------------------------
 
-def test_cli_promote_history_rollback(client):
+def test_cli_promote_history_rollback(client, make_model):
     from flows.cli import app
 
     name = make_model(client, tags(6.0), tags(private=False))

@@ -102,22 +102,12 @@ def tags(ppl: float = 6.0, private: bool = True) -> dict:
             "eval.perplexity": str(ppl)}
 
 
-def make_model(client: MlflowClient, *versions: dict) -> str:
-    name = f"srv-{uuid.uuid4().hex[:10]}"
-    run = client.create_run("0")
-    client.log_text(run.info.run_id, "placeholder", "model/MLmodel")
-    client.create_registered_model(name)
-    for version_tags in versions:
-        client.create_model_version(name, source=f"{run.info.artifact_uri}/model",
-                                    run_id=run.info.run_id, tags=version_tags)
-    return name
-
 
 def champion(client: MlflowClient, name: str) -> str:
     return str(client.get_model_version_by_alias(name, "champion").version)
 
 
-def test_promote_refuse_force_rollback_and_history_on_the_server(client):
+def test_promote_refuse_force_rollback_and_history_on_the_server(client, make_model):
     name = make_model(client, tags(6.0), tags(5.9), tags(private=False))
     promotion.promote(name, "1", CFG, POLICY, client=client)
     promotion.promote(name, "2", CFG, POLICY, client=client)
@@ -136,7 +126,7 @@ def test_promote_refuse_force_rollback_and_history_on_the_server(client):
         "1": "Archived", "2": "Production", "3": "Archived"}
 
 
-def test_two_simultaneous_promotions_on_the_server(client, server_uri):
+def test_two_simultaneous_promotions_on_the_server(client, server_uri, make_model):
     name = make_model(client, tags(6.0), tags(6.0), tags(6.0))
     promotion.promote(name, "1", CFG, POLICY, client=client)
     start, done, seen, errors = threading.Barrier(3), threading.Event(), set(), []
@@ -170,7 +160,7 @@ def test_two_simultaneous_promotions_on_the_server(client, server_uri):
     assert stages.count("Production") == 1
 
 
-def test_cli_history_reads_the_server(client, server_uri, monkeypatch):
+def test_cli_history_reads_the_server(client, server_uri, monkeypatch, make_model):
     from flows.cli import app
 
     name = make_model(client, tags(6.0))
