@@ -113,12 +113,25 @@ def run(
                                                    "--set train.epochs=2 (repeatable).")] = None,
     preflight: Annotated[bool, typer.Option("--preflight", help="Stop after checking the "
                                             "privacy plan (σ, steps, ε) and a dry run.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID", help="Continue a "
+                                               "killed or failed run in the same MLflow run, "
+                                               "with the config it started with.")] = None,
 ) -> None:
     """Run the whole training flow: ingest → validate → anonymize → preflight → train →
     evaluate → register."""
-    from flows.config import load_config
+    from flows.config import config_from_tree, load_config
+    from tasks.errors import ConfigError
 
-    cfg = load_config(config, set_ or [])
+    if resume is not None:
+        if config is not None or set_:
+            raise ConfigError("--resume uses the config the run started with; drop --config "
+                              "and --set")
+        from tasks import tracking
+
+        tracking.reopen_run(resume)  # a clear error for an unknown or finished run
+        cfg = config_from_tree(tracking.download_json(resume, "config.json"))
+    else:
+        cfg = load_config(config, set_ or [])
     if cfg.ingest.sql is None and not Path(cfg.ingest.path).is_file():
         from tasks.errors import InputError
 
@@ -128,7 +141,7 @@ def run(
     from flows.training import training_flow
 
     started = time.monotonic()
-    result = _run_with_progress("training flow", training_flow, cfg, preflight)
+    result = _run_with_progress("training flow", training_flow, cfg, preflight, resume)
     if preflight:
         p = result["preflight"]
         out.print(f"[green]plan ok[/]: {p['records']} training records, sample rate "

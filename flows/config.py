@@ -121,6 +121,11 @@ def load_config(path: Path | None = None,
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
         _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return config_from_tree(tree)
+
+
+def config_from_tree(tree: dict) -> PipelineConfig:
+    """Validate a config mapping (a merged file, or the config.json a run logged)."""
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:

@@ -14,8 +14,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
+
+from tasks.errors import ConfigError
 
 
 def client() -> MlflowClient:
@@ -28,6 +31,28 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
     exp = c.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
     return c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+
+def reopen_run(run_id: str) -> dict[str, Any]:
+    """Mark a killed or failed run running again; returns its name and tags.
+
+    A finished run is refused: its model is registered, and resuming would log it twice."""
+    c = client()
+    try:
+        run = c.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"--resume {run_id}: no such MLflow run in "
+                          f"{mlflow.get_tracking_uri()}") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"--resume {run_id}: the run finished; start a new one with "
+                          "privgen run") from None
+    c.update_run(run_id, status="RUNNING")
+    return {"run_name": run.info.run_name, "tags": dict(run.data.tags)}
+
+
+def metric_steps(run_id: str, key: str) -> set[int]:
+    """The steps at which ``key`` has been logged in this run."""
+    return {m.step for m in client().get_metric_history(run_id, key)}
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

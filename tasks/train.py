@@ -269,12 +269,14 @@ def _restore_rng(state: dict, sampler_generator: torch.Generator | None) -> None
 def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int,
           on_epoch_end: Callable[[dict], None] = lambda m: None, *,
           on_end: Callable[[dict], None] = lambda m: None, checkpoint: Path | None = None,
-          resume_from: Path | None = None, max_steps: int | None = None):
+          resume_from: Path | None = None, max_steps: int | None = None,
+          on_resume: Callable[[dict], None] = lambda m: None):
     """Train a fresh model on ``sequences``; returns (unwrapped model, TrainResult).
 
     ``checkpoint``: written atomically after every epoch. ``resume_from``: a checkpoint of the
     same config and data to continue from, with its accountant history, so ε is not reset.
-    ``on_end`` receives the ε spent so far even when training fails midway.
+    ``on_end`` receives the ε spent so far even when training fails midway. ``on_resume``
+    receives the checkpointed epoch's metrics, which a kill may have kept from being logged.
     ``max_steps``: stop after that many logical steps (preflight's dry run).
     """
     torch.manual_seed(seed)
@@ -319,6 +321,10 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer
         if engine is None:
             return math.inf
         return engine.get_epsilon(delta) if engine.accountant.history else 0.0
+
+    if resume_from is not None:
+        on_resume({"epoch": first_epoch - 1, "loss": last_loss, "epsilon": epsilon(),
+                   "steps": gate.steps})
 
     started = time.monotonic() - spent
     model.train()
@@ -412,11 +418,14 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
                                           "privacy.delta": m["delta"],
                                           "privacy.steps_taken": m["steps"]}, step=m["steps"])
 
+    def on_resume(m: dict) -> None:  # killed between the checkpoint and its metrics
+        logger.info("resuming after epoch %d (ε %.2f so far)", m["epoch"], m["epsilon"])
+        if m["epoch"] not in tracking.metric_steps(run_id, "train.loss"):
+            on_epoch_end(m)
+
     resume_from = checkpoint if resume and checkpoint.is_file() else None
-    if resume_from is not None:
-        logger.info("resuming from %s", resume_from)
     model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
-                          checkpoint=checkpoint, resume_from=resume_from)
+                          checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
     meta = {"codec": codec.to_dict(), "tokenizer": "bytes",
             "model_config": cfg.model.model_dump(), "train": asdict(result)}
     # Built from the same anonymized text the model saw; lets generation reject copies of it.
