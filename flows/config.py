@@ -88,7 +88,9 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for p in parents:
-        node = node.setdefault(p, {})
+        if node.get(p) is None:  # an optional section left unset, e.g. train.model.lora
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {p} is not a section")
     node[leaf] = value

@@ -17,34 +17,64 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
-from models.tokenizer import ByteTokenizer
+from models.tokenizer import META_FILE, ByteTokenizer, Tokenizer
 
-META_FILE = "privgen.json"
+
+class LoraSettings(BaseModel):
+    """Low-rank adapters (peft) on a frozen pretrained model: only the adapters are trained,
+    clipped and noised, which makes DP fine-tuning of larger models affordable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # GPT-2's attention and MLP projections (transformers' Conv1D layers).
+    target_modules: tuple[str, ...] = ("c_attn", "c_proj", "c_fc")
 
 
 class LMConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # A GPT-2-family model to fine-tune: a local folder in save_pretrained layout, or a hub
+    # name where the network allows. None builds a fresh model from the fields below, which a
+    # pretrained model's own config replaces (block_size still bounds the record length).
+    pretrained: str | None = None
+    lora: LoraSettings | None = None
     # Small enough that DP-SGD over the 3,000 demo records takes about a minute on 2 CPU cores.
     n_layer: int = Field(default=2, ge=1)
     n_head: int = Field(default=4, ge=1)
     n_embd: int = Field(default=64, ge=8)
-    # Bytes per record: the demo's serialized records are 150–450 bytes long.
+    # Tokens per record: the demo's serialized records are 150–450 bytes long.
     block_size: int = Field(default=384, ge=16)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    # Tied input/output embeddings would give one weight two per-sample gradients under Opacus.
+    # Tied input/output embeddings would give one weight two per-sample gradients under Opacus:
+    # false unties them (a pretrained model's output layer starts as a copy of its embedding);
+    # true keeps them tied and frozen.
     tie_embeddings: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> LMConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        if self.lora is not None and self.pretrained is None:
+            raise ValueError("lora adapts a pretrained model; set model.pretrained too")
         return self
 
 
-def build(cfg: LMConfig, tokenizer: ByteTokenizer) -> GPT2LMHeadModel:
+def build(cfg: LMConfig, tokenizer: Tokenizer) -> torch.nn.Module:
+    """A fresh model from ``cfg``, or the pretrained one made ready for DP-SGD (embeddings untied
+    or frozen, adapters added); ``embedding_policy`` says which, for the record."""
+    if cfg.pretrained is not None:
+        return _pretrained(cfg)
     config = GPT2Config(
         vocab_size=tokenizer.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
@@ -52,7 +82,41 @@ def build(cfg: LMConfig, tokenizer: ByteTokenizer) -> GPT2LMHeadModel:
         eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
         tie_word_embeddings=cfg.tie_embeddings,
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    if cfg.tie_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model
+
+
+def _pretrained(cfg: LMConfig) -> torch.nn.Module:
+    model = AutoModelForCausalLM.from_pretrained(cfg.pretrained)
+    positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    if cfg.block_size > positions:
+        raise ValueError(f"block_size {cfg.block_size} exceeds the pretrained model's "
+                         f"{positions} positions")
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is not None and head.weight is embedding.weight:
+        if cfg.tie_embeddings:
+            embedding.weight.requires_grad_(False)
+        else:
+            head.weight = torch.nn.Parameter(embedding.weight.detach().clone())
+            model.config.tie_word_embeddings = False
+    if cfg.lora is not None:
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules), bias="none",
+            # GPT-2's Conv1D layers store their weight transposed ([in, out]).
+            fan_in_fan_out=model.config.model_type == "gpt2"))
+    return model.train()  # from_pretrained hands it over in eval mode
+
+
+def embedding_policy(cfg: LMConfig) -> str:
+    """How the model's embeddings were made safe for per-sample clipping."""
+    if cfg.lora is not None:
+        return "frozen (only LoRA adapters train)"
+    return "tied, frozen" if cfg.tie_embeddings else "untied"
 
 
 def per_sample_loss(model: torch.nn.Module, input_ids: torch.Tensor,
@@ -96,11 +160,17 @@ def generate(model: GPT2LMHeadModel, tokenizer: ByteTokenizer, n: int, *, seed: 
     return texts
 
 
-def unwrap(model: torch.nn.Module) -> GPT2LMHeadModel:
-    """The plain HF model inside Opacus' GradSampleModule (its ``_module.`` prefix is a trap)."""
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF model inside Opacus' GradSampleModule (its ``_module.`` prefix is a trap)."""
     while hasattr(model, "_module"):
         model = model._module
     return model
+
+
+def plain(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as generation loads it: unwrapped, LoRA adapters merged into the weights."""
+    model = unwrap(model)
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def save(model: torch.nn.Module, directory: Path, meta: dict, extra=lambda tmp: None) -> Path:
@@ -110,7 +180,7 @@ def save(model: torch.nn.Module, directory: Path, meta: dict, extra=lambda tmp: 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        unwrap(model).save_pretrained(tmp)
+        plain(model).save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         extra(tmp)  # further files that must travel with the weights
         if directory.exists():
@@ -121,8 +191,8 @@ def save(model: torch.nn.Module, directory: Path, meta: dict, extra=lambda tmp: 
     return directory
 
 
-def load(directory: Path) -> tuple[GPT2LMHeadModel, dict]:
+def load(directory: Path) -> tuple[torch.nn.Module, dict]:
     directory = Path(directory)
-    model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
     model.eval()
     return model, json.loads((directory / META_FILE).read_text())

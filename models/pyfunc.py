@@ -12,9 +12,9 @@ import mlflow
 import pandas as pd
 
 from models import causal_lm
+from models import tokenizer as tokenizers
 from models.records import RecordCodec, RecordGrammar
 from models.replay import ReplayIndex
-from models.tokenizer import ByteTokenizer
 
 ARTIFACT = "model"  # name of the weights folder among the pyfunc's artifacts
 
@@ -30,7 +30,7 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model, self.meta = causal_lm.load(context.artifacts[ARTIFACT])
         self.codec = RecordCodec.from_dict(self.meta["codec"])
-        self.tokenizer = ByteTokenizer()
+        self.tokenizer = tokenizers.for_saved(context.artifacts[ARTIFACT], self.meta)
         self.replay = ReplayIndex.load(context.artifacts[ARTIFACT])
 
     def copies_training_text(self, row: dict) -> bool:
@@ -38,7 +38,10 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         columns = self.meta.get("replay", {}).get("columns", [])
         return self.replay is not None and any(self.replay.copies(row.get(c)) for c in columns)
 
-    def grammar(self) -> RecordGrammar:
+    def grammar(self) -> RecordGrammar | None:
+        """The record layout enforced while sampling; byte tokenizers only (see HFTokenizer)."""
+        if not self.tokenizer.byte_level:
+            return None
         return RecordGrammar(self.codec, self.tokenizer.eos_id, self.tokenizer.vocab_size,
                              prompt_length=1)
 
@@ -51,7 +54,7 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         Each round draws the shortfall with its own seed, so a call is deterministic."""
         rows: list[dict] = []
         generated = failures = 0
-        max_new_tokens = max_new_tokens or self.model.config.n_positions - 1
+        max_new_tokens = max_new_tokens or self.meta["model_config"]["block_size"] - 1
         for attempt in range(max_attempts):
             need = n - len(rows)
             if need <= 0:

@@ -13,8 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import causal_lm
+from models import tokenizer as tokenizers
 from models.records import RecordCodec, RecordGrammar
-from models.tokenizer import ByteTokenizer
 from tasks import pii, tracking
 from tasks.storage import write_json
 from tasks.train import encode, pad_batch
@@ -51,12 +51,14 @@ def clean_samples(texts: list[str]) -> tuple[list[str], int]:
 def evaluate(model_dir: Path, holdout: pd.DataFrame, cfg: EvaluateConfig, seed: int) -> dict:
     model, meta = causal_lm.load(model_dir)
     codec = RecordCodec.from_dict(meta["codec"])
-    tokenizer = ByteTokenizer()
-    sequences = encode(holdout, codec, tokenizer, model.config.n_positions)
+    tokenizer = tokenizers.for_saved(model_dir, meta)
+    block = meta["model_config"]["block_size"]
+    sequences = encode(holdout, codec, tokenizer, block)
     ppl = perplexity(model, sequences, tokenizer.pad_id, cfg.batch_size)
-    grammar = RecordGrammar(codec, tokenizer.eos_id, tokenizer.vocab_size, prompt_length=1)
+    grammar = (RecordGrammar(codec, tokenizer.eos_id, tokenizer.vocab_size, prompt_length=1)
+               if tokenizer.byte_level else None)
     texts = causal_lm.generate(model, tokenizer, cfg.samples, seed=seed,
-                               max_new_tokens=model.config.n_positions - 1, grammar=grammar)
+                               max_new_tokens=block - 1, grammar=grammar)
     samples, dropped = clean_samples(texts)
     parsed = sum(codec.decode(t) is not None for t in texts)
     return {"perplexity": ppl, "holdout_records": len(sequences), "samples": samples,

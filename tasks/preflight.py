@@ -18,11 +18,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models import causal_lm
-from models.tokenizer import ByteTokenizer
+from models.tokenizer import Tokenizer
 from tasks import tracking
 from tasks.errors import PrivacyError
-from tasks.train import TrainConfig, resolve_delta, split_holdout, train
+from tasks.train import (
+    TrainConfig,
+    build_model,
+    load_tokenizer,
+    resolve_delta,
+    split_holdout,
+    train,
+)
 
 DRY_RUN_STEPS = 2
 
@@ -46,7 +52,7 @@ def plan_sampling(n_records: int, cfg: TrainConfig) -> tuple[float, int]:
     return 1.0 / batches, batches * cfg.epochs
 
 
-def preflight(n_records: int, cfg: TrainConfig, tokenizer: ByteTokenizer,
+def preflight(n_records: int, cfg: TrainConfig, tokenizer: Tokenizer,
               seed: int = 0) -> PreflightReport:
     """``n_records``: the records training will see (after the holdout split)."""
     p = cfg.privacy
@@ -73,7 +79,7 @@ def preflight(n_records: int, cfg: TrainConfig, tokenizer: ByteTokenizer,
         if not epsilon <= p.epsilon_ceiling:
             raise PrivacyError(f"the plan reaches ε={epsilon:.3g}, above "
                                f"train.privacy.epsilon_ceiling={p.epsilon_ceiling:g}")
-        errors = ModuleValidator.validate(causal_lm.build(cfg.model, tokenizer), strict=False)
+        errors = ModuleValidator.validate(build_model(cfg.model, tokenizer), strict=False)
         if errors:
             raise PrivacyError(f"train.model: Opacus cannot train it privately: {errors[0]}")
     seconds = _dry_run(cfg, tokenizer, seed)
@@ -81,7 +87,7 @@ def preflight(n_records: int, cfg: TrainConfig, tokenizer: ByteTokenizer,
                            p.accountant if p.enabled else "none", seconds)
 
 
-def _dry_run(cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int) -> float:
+def _dry_run(cfg: TrainConfig, tokenizer: Tokenizer, seed: int) -> float:
     """Two logical steps on random full-length byte strings: the largest batches the plan puts
     through the model, so a shape, memory or Opacus-hook failure shows up now, not at hour two."""
     g = torch.Generator().manual_seed(seed)
@@ -102,7 +108,7 @@ def _dry_run(cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int) -> float:
 def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: str) -> dict:
     """The plan for the records training will actually see (after the same holdout split)."""
     train_df, _ = split_holdout(pd.read_parquet(anonymized_path), cfg.holdout_fraction, seed)
-    report = preflight(len(train_df), cfg, ByteTokenizer(), seed)
+    report = preflight(len(train_df), cfg, load_tokenizer(cfg.model), seed)
     tracking.log_params(run_id, {"preflight.noise_multiplier": report.noise_multiplier,
                                  "preflight.steps": report.steps,
                                  "preflight.sample_rate": report.sample_rate,

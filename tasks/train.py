@@ -30,12 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch.utils.data import DataLoader, Dataset
 
 from models import causal_lm, dp_layers
+from models import tokenizer as tokenizers
 from models.records import RecordCodec
 from models.replay import ReplayIndex
-from models.tokenizer import ByteTokenizer
+from models.tokenizer import Tokenizer
 from tasks import tracking
 from tasks.contract import DataContract, DType, Role
-from tasks.errors import PrivacyError
+from tasks.errors import ConfigError, PrivacyError
 from tasks.storage import write_parquet
 
 # Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
@@ -146,6 +147,23 @@ class SequenceDataset(Dataset):
         return torch.tensor(self.sequences[i], dtype=torch.long)
 
 
+def load_tokenizer(cfg: causal_lm.LMConfig) -> Tokenizer:
+    try:
+        return tokenizers.for_pretrained(cfg.pretrained)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"train.model.pretrained={cfg.pretrained}: cannot load its tokenizer "
+                          f"({str(exc).splitlines()[0]}); give a local save_pretrained folder "
+                          "or a hub name reachable from here") from None
+
+
+def build_model(cfg: causal_lm.LMConfig, tokenizer: Tokenizer) -> torch.nn.Module:
+    try:
+        return causal_lm.build(cfg, tokenizer)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"train.model.pretrained={cfg.pretrained}: cannot load the model "
+                          f"({str(exc).splitlines()[0]})") from None
+
+
 def pad_batch(items: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest sequence in the batch: [B, T] ids and attention mask."""
     longest = max((len(x) for x in items), default=1)
@@ -157,9 +175,21 @@ def pad_batch(items: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def encode(df: pd.DataFrame, codec: RecordCodec, tokenizer: ByteTokenizer,
+def encode(df: pd.DataFrame, codec: RecordCodec, tokenizer: Tokenizer,
            max_length: int) -> list[list[int]]:
     return [tokenizer.encode(codec.encode(row), max_length) for row in df.to_dict("records")]
+
+
+def pld_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """ε of the same Poisson-subsampled Gaussian mechanism from Google's privacy-loss-distribution
+    accountant (dp-accounting): an implementation independent of Opacus', as a cross-check."""
+    from dp_accounting import dp_event
+    from dp_accounting.pld import pld_privacy_accountant
+
+    step = dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(noise_multiplier))
+    accountant = pld_privacy_accountant.PLDAccountant()
+    accountant.compose(dp_event.SelfComposedDpEvent(step, steps))
+    return float(accountant.get_epsilon(delta))
 
 
 def resolve_delta(cfg: PrivacyConfig, n: int) -> float:
@@ -266,7 +296,7 @@ def _restore_rng(state: dict, sampler_generator: torch.Generator | None) -> None
         sampler_generator.set_state(state["sampler"])
 
 
-def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer, seed: int,
+def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, seed: int,
           on_epoch_end: Callable[[dict], None] = lambda m: None, *,
           on_end: Callable[[dict], None] = lambda m: None, checkpoint: Path | None = None,
           resume_from: Path | None = None, max_steps: int | None = None,
@@ -282,7 +312,7 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: ByteTokenizer
     torch.manual_seed(seed)
     n = len(sequences)
     delta = resolve_delta(cfg.privacy, n)
-    model = causal_lm.build(cfg.model, tokenizer)
+    model = build_model(cfg.model, tokenizer)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     loader = DataLoader(SequenceDataset(sequences), batch_size=cfg.batch_size,
                         collate_fn=lambda b: pad_batch(b, tokenizer.pad_id),
@@ -387,7 +417,7 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")
     train_path = write_parquet(train_df, out / "train.parquet")
-    tokenizer = ByteTokenizer()
+    tokenizer = load_tokenizer(cfg.model)
     sequences = encode(train_df, codec, tokenizer, cfg.model.block_size)
     tracking.log_params(run_id, {
         "train.records": len(sequences), "train.holdout_records": len(holdout_df),
@@ -400,6 +430,9 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         "privacy.secure_mode": cfg.privacy.secure_mode,
         "train.physical_batch_size": cfg.physical_batch_size,
         **{f"model.{k}": v for k, v in cfg.model.model_dump().items()},
+        # Never fit on the private data: bytes are fixed, a pretrained tokenizer is kept as is.
+        "tokenizer": "bytes" if tokenizer.byte_level else "pretrained, not refit",
+        "model.embeddings": causal_lm.embedding_policy(cfg.model),
     })
 
     def on_epoch_end(m: dict) -> None:
@@ -426,17 +459,32 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     resume_from = checkpoint if resume and checkpoint.is_file() else None
     model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
                           checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
-    meta = {"codec": codec.to_dict(), "tokenizer": "bytes",
+    meta = {"codec": codec.to_dict(),
+            "tokenizer": "bytes" if tokenizer.byte_level else "pretrained",
+            "tokenizer_fit_on_private_data": False,
+            "embeddings": causal_lm.embedding_policy(cfg.model),
             "model_config": cfg.model.model_dump(), "train": asdict(result)}
     # Built from the same anonymized text the model saw; lets generation reject copies of it.
     text_cols = [c.name for c in contract.with_role(Role.TEXT) if c.name in train_df.columns]
     replay = ReplayIndex.build(t for c in text_cols for t in train_df[c])
     meta["replay"] = {"ngram_words": replay.n, "ngrams": len(replay), "columns": text_cols}
-    model_dir = causal_lm.save(model, out / "model", meta, extra=replay.save)
+
+    def extra(directory: Path) -> None:
+        replay.save(directory)
+        tokenizer.save(directory)
+
+    model_dir = causal_lm.save(model, out / "model", meta, extra=extra)
     tracking.log_params(run_id, {"privacy.target_delta": result.delta,
                                  "privacy.noise_multiplier": result.noise_multiplier,
                                  "privacy.sample_rate": result.sample_rate,
                                  "privacy.steps": result.steps})
+    if result.private:
+        check = pld_epsilon(result.noise_multiplier, result.sample_rate, result.steps, result.delta)
+        tracking.log_metrics(run_id, {"privacy.epsilon_pld": check})
+        # RDP's ε is a looser upper bound, so only an understatement is suspect.
+        if check > 1.05 * result.epsilon:
+            logger.warning("ε %.3f (%s) is more than 5 %% below the PLD accountant's %.3f",
+                           result.epsilon, result.accountant, check)
     create_markdown_artifact(key="train-report", markdown=(
         f"# Training\n\n- records: {len(sequences)}\n- steps: {result.steps}\n"
         f"- private: {result.private}\n- ε: {result.epsilon:.3f} (target "

@@ -66,3 +66,31 @@ def make_model():
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pretrained_dir(tmp_path_factory) -> Path:
+    """A small GPT-2 with tied embeddings and its own byte-level BPE tokenizer, trained on public
+    text (the Zen of Python), saved in save_pretrained layout: a stand-in for a hub model."""
+    import codecs
+    import this
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    public = codecs.decode(this.s, "rot13").splitlines()
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(public, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=384, n_embd=32, n_layer=2,
+                        n_head=2, tie_word_embeddings=True,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    directory = tmp_path_factory.mktemp("pretrained") / "tiny-gpt2"
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
