@@ -11,9 +11,11 @@ import os
 import secrets
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -25,6 +27,7 @@ from tasks import pii, tracking
 from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
 from tasks.ingest import SOURCE_ROW
+from tasks.pii_surrogates import Surrogates
 from tasks.storage import write_json, write_parquet
 
 KEY_ENV = "PRIVGEN_PSEUDONYM_KEY"
@@ -71,6 +74,12 @@ class AnonymizeConfig(BaseModel):
     phone_regions: tuple[str, ...] = pii.PHONE_REGIONS
     # Extra regex recognizers, entity name → pattern (e.g. order numbers that link to a person).
     patterns: dict[str, str] = Field(default_factory=dict)
+    # What replaces PII found in text: a typed placeholder ("<PERSON>"), or "surrogate": for
+    # names, e-mail addresses and phone numbers a fake value seeded by the keyed pseudonym of the
+    # original, the same for one person everywhere (other entities still get a placeholder).
+    # Placeholders by default: a surrogate reads like real data, which is the point for training
+    # but can mislead a reader who does not know the text was rewritten.
+    text_replacement: Literal["placeholder", "surrogate"] = "placeholder"
     # k-anonymity over the quasi-identifiers: rows in a smaller class are generalized one step
     # further (see ``coarser_rules``), then suppressed into the quarantine. 5 is the common floor
     # in statistical disclosure control; 1 switches it off.
@@ -144,7 +153,8 @@ def normalize(value: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
 
 
-def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
+def keyed_pseudonym(key: Key, column: str) -> Callable[[str], str]:
+    """The pseudonym of a value of ``column``."""
     # HMAC under a secret key, not a plain or salted hash: those are reversible by enumerating
     # the small space of real names, emails and ids. The column is mixed in so equal values in
     # different columns do not link.
@@ -155,6 +165,11 @@ def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
         h.update(normalize(v).encode())
         return "p" + h.hexdigest()[:20]
 
+    return one
+
+
+def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
+    one = keyed_pseudonym(key, column)
     # Identifier columns repeat (a customer per ticket): hash each distinct value once.
     codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
     table = pd.array([one(v) for v in uniques.tolist()] + [pd.NA], dtype="string")
@@ -229,42 +244,46 @@ def common_categories(rows: pd.DataFrame, contract: DataContract, k: int = 5) ->
 
 
 def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
-                cfg: AnonymizeConfig, index: pii.IdentifierIndex) -> tuple[pd.Series, Counter]:
-    """Replace PII in free text by typed placeholders: the row's own identifiers (and their
-    parts), every known identifier of the dataset, then what Presidio finds."""
+                cfg: AnonymizeConfig, index: pii.IdentifierIndex,
+                key: Key) -> tuple[pd.Series, Counter, set[str]]:
+    """Replace PII in free text by typed placeholders or surrogates: the row's own identifiers
+    (and their parts), every known identifier of the dataset, and what Presidio finds. Returns
+    the texts, the replaced spans per entity and the surrogates written."""
     id_cols = _identifier_values(rows, contract, cfg)
-    counts: Counter = Counter()
-    pending: list[str] = []
-    for i, text in zip(rows.index, texts, strict=True):
-        if not isinstance(text, str):
-            pending.append(text)
-            continue
-        own = [(str(rows.at[i, col]), ent) for col, ent in id_cols if pd.notna(rows.at[i, col])]
-        spans = pii.row_spans(text, pii.row_pattern(own)) + index.find(text)
-        counts.update(s.entity for s in spans)
-        pending.append(pii.replace_spans(text, spans))
-    present = [j for j, t in enumerate(pending) if isinstance(t, str)]
+    present = [j for j, t in enumerate(texts) if isinstance(t, str)]
+    values = rows[[col for col, _ in id_cols]].astype("string").iloc[present]
+    own = [[(v, ent) for v, (_, ent) in zip(row, id_cols, strict=True) if not pd.isna(v)]
+           for row in values.itertuples(index=False)]
     found = pii.find_pii(
-        [pending[j] for j in present], ner_model=cfg.ner_model, entities=cfg.text_entities,
+        [texts.iloc[j] for j in present], ner_model=cfg.ner_model, entities=cfg.text_entities,
         custom_patterns=sorted(cfg.patterns.items()), allow=common_categories(rows, contract),
-        phone_regions=cfg.phone_regions,
+        phone_regions=cfg.phone_regions, known=index, own=own,
     )
+    surrogates = Surrogates(keyed_pseudonym(key, "surrogate"), index, pii.placeholder) \
+        if cfg.text_replacement == "surrogate" else None
+    out, counts = list(texts), Counter()
     for j, spans in zip(present, found, strict=True):
-        # Placeholders from the first pass are not PII; Presidio sometimes tags them as such.
-        spans = [s for s in spans if not pending[j][s.start:s.end].startswith("<")]
+        spans = pii.merge_spans(spans)
         counts.update(s.entity for s in spans)
-        pending[j] = pii.replace_spans(pending[j], spans)
-    return pd.Series(pending, index=texts.index, dtype="string"), counts
+        out[j] = pii.replace_spans(out[j], spans, surrogates)
+    return (pd.Series(out, index=texts.index, dtype="string"), counts,
+            surrogates.written if surrogates else set())
 
 
-def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex) -> dict[str, int]:
-    """Per output column, how many cells still hold a raw identifier or pattern-detected PII."""
+def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex,
+                         surrogates: Collection[str] = frozenset()) -> dict[str, int]:
+    """Per output column, how many cells still hold a raw identifier or pattern-detected PII.
+
+    A surrogate e-mail this run wrote is skipped, exactly that text and nothing else: it is at a
+    reserved domain and was drawn to hold no known identifier (see ``Surrogates``), so it is no
+    one's address; the index check still runs on every cell, surrogates included."""
     found: dict[str, int] = {}
     for col in out.columns:
         if not (pd.api.types.is_string_dtype(out[col]) or out[col].dtype == object):
             continue
         hits = sum(1 for v in out[col].dropna().astype(str)
-                   if index.find(v) or pii.pattern_spans(v))
+                   if index.find(v) or any(v[s.start : s.end] not in surrogates
+                                           for s in pii.pattern_spans(v)))
         if hits:
             found[col] = hits
     return found
@@ -359,6 +378,7 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
     index = build_index(df, contract, cfg)
     out = pd.DataFrame(index=df.index)
     counts: Counter = Counter()
+    surrogates: set[str] = set()
     for spec in contract.columns:
         op, col = ops[spec.name], spec.name
         if op is Operator.DROP:
@@ -370,13 +390,14 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
         elif op is Operator.MASK:
             out[col] = df[col].map(lambda v: "<MASKED>" if pd.notna(v) else v).astype("string")
         elif op is Operator.SCRUB:
-            out[col], found = scrub_texts(df[col], df, contract, cfg, index)
+            out[col], found, written = scrub_texts(df[col], df, contract, cfg, index, key)
             counts.update(found)
+            surrogates |= written
         else:
             out[col] = df[col]
     # Pseudonyms are hex digests by construction; scanning them only yields false alarms.
     scanned = [c for c in out.columns if ops[c] is not Operator.PSEUDONYMIZE]
-    residual = residual_identifiers(out[scanned], index)
+    residual = residual_identifiers(out[scanned], index, surrogates)
     if residual:
         where = ", ".join(f"{c} ({n} cells)" for c, n in residual.items())
         raise PrivacyError(

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 import stat
 
 import pandas as pd
@@ -7,6 +8,7 @@ import pytest
 
 from flows.config import demo_anonymize, demo_contract
 from tasks.anonymize import (
+    AnonymizationReport,
     Key,
     anonymize,
     generalize,
@@ -126,3 +128,44 @@ def test_missing_key_without_key_file_is_an_error(monkeypatch):
     monkeypatch.delenv("PRIVGEN_PSEUDONYM_KEY", raising=False)
     with pytest.raises(PrivacyError, match="PRIVGEN_PSEUDONYM_KEY"):
         load_key(None)
+
+
+def _surrogate_run(key: Key) -> tuple[list[str], AnonymizationReport]:
+    df = pd.concat([_rows(), _rows(ticket_id="T-000002", message=(
+        "harriet again: mail HARRIET.QUIMBY@example.org or call 4155550199. Quimby"))],
+        ignore_index=True)
+    cfg = demo_anonymize().model_copy(update={"k": 1, "text_replacement": "surrogate"})
+    out, _, report = anonymize(df, demo_contract(), cfg, key)
+    return list(out["message"]), report
+
+
+def test_surrogates_are_consistent_reserved_fakes_that_pass_the_gate():
+    (first, second), report = _surrogate_run(KEY)
+    for secret in ("Harriet", "harriet", "Quimby", "415-555-0199", "4155550199", "Oswald"):
+        assert secret not in first and secret not in second, secret
+    assert not re.search(r"<(PERSON|EMAIL|PHONE)>", first + second)
+    assert "<CREDIT_CARD>" in first and "<IBAN>" in first  # no surrogate for these
+    # One person, one surrogate, in every form and row: full name, given name alone, lower case,
+    # the e-mail in capitals, the phone without separators.
+    given, family = re.search(r"Thanks, (\w+) (\w+)$", first).groups()
+    assert first.startswith(f"Hi, this is {given}.") and second.startswith(f"{given.lower()} again")
+    assert second.endswith(f". {family}")
+    emails = re.findall(r"[\w.+-]+@[\w.-]+\w", first + " " + second)
+    phones = re.findall(r"\(\d{3}\) 555-01\d\d", first + " " + second)
+    assert len(emails) == 2 and len(set(emails)) == 1
+    assert emails[0].endswith(("@example.com", "@example.org", "@example.net"))
+    assert len(phones) == 2 and len(set(phones)) == 1
+    assert report.residual_identifiers == {}
+    # Keyed: another key draws other people; the same key draws the same ones again.
+    assert _surrogate_run(OTHER)[0] != [first, second]
+    assert _surrogate_run(KEY)[0] == [first, second]
+
+
+def test_surrogate_gate_still_catches_an_unscrubbed_email():
+    df = pd.concat([_rows(), _rows(ticket_id="T-000002", customer_id="C-00002",
+                                   full_name="Zed Zylstra", email="zed@zylstra.example",
+                                   phone="212-555-0100", city="zed@zylstra.example",
+                                   message="ok")], ignore_index=True)
+    cfg = demo_anonymize().model_copy(update={"text_replacement": "surrogate"})
+    with pytest.raises(PrivacyError, match=r"city \(1 cells\)"):
+        anonymize(df, demo_contract(), cfg, KEY)

