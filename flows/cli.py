@@ -363,13 +363,45 @@ def promote(
     from tasks.promotion import promote as promote_version
 
     cfg = load_config(config, set_ or [])
-    entry = promote_version(name, version, cfg.register, cfg.promote, force=force,
-                            reason=reason)
+    if cfg.promote.require_approval and not force:
+        from flows.approval import promotion_flow
+
+        out.print(f"waiting for an ops decision: resume flow run promote-{name}-v{version} in "
+                  f"the Prefect UI, or run `privgen approve {name} {version} --approver NAME`")
+        result = _run_with_progress("promotion flow", promotion_flow, name, version,
+                                    reason or "", cfg.register_, cfg.promote)
+        if not result["promoted"]:
+            from tasks.errors import RegistryError
+
+            raise RegistryError(f"{result.get('rejected_by', 'ops')} rejected {name} version "
+                                f"{version}: {result.get('reason') or 'no reason given'}")
+        entry = result["entry"]
+    else:
+        entry = promote_version(name, version, cfg.register_, cfg.promote, force=force,
+                                reason=reason)
     if entry is None:
         out.print(f"{name} version {version} already is the champion; nothing changed")
         return
     out.print(f"[green]{name} version {version} is champion[/] (was "
               f"{entry['from'] or 'none'}; {_why(entry)}); history #{entry['seq']}")
+
+
+@app.command()
+def approve(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version waiting for approval.")],
+    approver: Annotated[str, typer.Option("--approver", help="Who decides, for the "
+                                          "history.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    reject: Annotated[bool, typer.Option("--reject", help="Refuse the promotion "
+                                         "instead.")] = False,
+) -> None:
+    """Approve (or --reject) a promotion waiting in Prefect for an ops decision, as started by
+    `privgen promote` when the policy sets promote.require_approval."""
+    from flows.approval import decide
+
+    run = decide(name, version, approved=not reject, approver=approver, reason=reason)
+    out.print(f"[green]{'rejected' if reject else 'approved'}[/]: flow run {run} resumes")
 
 
 @app.command()

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.anonymize import AnonymizeConfig
+from tasks.audit import AuditConfig
 from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import ConfigError
 from tasks.evaluate import EvaluateConfig
@@ -74,7 +75,9 @@ class PipelineConfig(BaseModel):
     anonymize: AnonymizeConfig = Field(default_factory=demo_anonymize)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    register: RegisterConfig = Field(default_factory=RegisterConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    # "register" would shadow BaseModel.register (from ABCMeta); the YAML key stays "register".
+    register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
     promote: PromotionConfig = Field(default_factory=PromotionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
@@ -132,6 +135,7 @@ def config_from_tree(tree: dict) -> PipelineConfig:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
+        field = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate").replace(
+            "register_", "register")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"config field {field}: {err['msg']}{more}") from None

@@ -21,7 +21,7 @@ from flows.config import PipelineConfig
 from tasks import tracking
 from tasks.anonymize import anonymize_task
 from tasks.errors import ConfigError
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import audit_report_task, evaluate_task
 from tasks.ingest import IngestResult, ingest_task
 from tasks.preflight import preflight_task
 from tasks.register import register_task
@@ -34,7 +34,7 @@ def _run_dirs(cfg: PipelineConfig, run_name: str) -> dict[str, str]:
     base = Path(cfg.workdir) / run_name
     # raw/ holds copies of personal data (canonical input, quarantine): owner-only.
     dirs = {"raw": base / "raw", "anon": base / "anonymized", "model": base / "model",
-            "journal": base / "stages"}
+            "control": base / "control", "journal": base / "stages"}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     dirs["raw"].chmod(0o700)
@@ -95,20 +95,44 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                             cfg.contract, cfg.validate_, d["raw"], run_id)
         anonymized = j.stage("anonymize", anonymize_task, validated["validated_path"],
                              cfg.contract, cfg.anonymize, d["anon"], run_id)
+        audit = cfg.audit
+        planted = audit.n_canaries * audit.canary_repeats if audit.enabled else 0
         plan = j.stage("preflight", preflight_task, anonymized["anonymized_path"], cfg.train,
-                       cfg.seed, run_id)
+                       cfg.seed, run_id, planted=planted)
         if preflight_only:
             status = "FINISHED"
             return {"run_id": run_id, "rows": validated, "preflight": plan}
+        resume = resume_run_id is not None
         trained = j.stage("train", train_task, anonymized["anonymized_path"], cfg.contract,
-                          cfg.train, cfg.seed, d["model"], run_id, resume=resume_run_id is not None)
-        evaluated = j.stage("evaluate", evaluate_task, trained["model_dir"],
-                            trained["holdout_path"], cfg.evaluate, cfg.seed, d["model"], run_id)
+                          cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit)
+        evaluated = j.stage("evaluate", evaluate_task, trained, cfg.contract, cfg.evaluate,
+                            audit, cfg.seed, d["model"], run_id)
+        control = None
+        if audit.enabled and audit.control and cfg.train.privacy.enabled:
+            # The same training without DP: the audit must be able to flag it.
+            plain = cfg.train.model_copy(update={"privacy": cfg.train.privacy.model_copy(
+                update={"enabled": False})})
+            control_trained = j.stage("control-train",
+                                      train_task.with_options(name="control-train"),
+                                      anonymized["anonymized_path"], cfg.contract, plain,
+                                      cfg.seed, d["control"], run_id, resume=resume,
+                                      audit=audit, prefix="control.")
+            control = j.stage("control-evaluate",
+                              evaluate_task.with_options(name="control-evaluate"),
+                              control_trained, cfg.contract, cfg.evaluate, audit, cfg.seed,
+                              d["control"], run_id, prefix="control.")
+        if audit.enabled:
+            columns = {"DP model": evaluated} | ({"non-private control": control}
+                                                 if control else {})
+            j.stage("audit-report", audit_report_task, columns, run_id)
         registered = j.stage("register", register_task, trained["model_dir"], trained,
-                             evaluated, ingested.source_digest, cfg.digest(), cfg.register,
-                             cfg.promote, run_id)
+                             evaluated, ingested.source_digest, cfg.digest(), cfg.register_,
+                             cfg.promote, run_id,
+                             lineage={"source": ingested.source, "validation": validated,
+                                      "anonymized_path": anonymized["anonymized_path"]},
+                             privacy=cfg.train.privacy.model_dump(mode="json"), control=control)
         status = "FINISHED"
         return {"run_id": run_id, "rows": validated, "preflight": plan, "train": trained,
-                "eval": evaluated, "model": registered}
+                "eval": evaluated, "control": control, "model": registered}
     finally:
         tracking.end_run(run_id, status)

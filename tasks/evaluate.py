@@ -1,10 +1,18 @@
-"""Evaluate: held-out perplexity and a few PII-filtered samples of the trained model."""
+"""Evaluate: utility (held-out perplexity, fidelity, detection, train-on-synthetic) and the privacy
+audit (canary exposure, membership inference against the DP bound, replay) of a trained model.
+
+The metrics themselves are pure functions in ``tasks.fidelity`` and ``tasks.audit``; this stage
+draws the synthetic records and the per-record losses they need, and reports.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from prefect import get_run_logger, task
@@ -13,9 +21,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import causal_lm
-from models import tokenizer as tokenizers
-from models.records import RecordCodec, RecordGrammar
-from tasks import pii, tracking
+from models.pyfunc import ARTIFACT, SyntheticRecordsModel
+from tasks import audit as privacy_audit
+from tasks import fidelity, pii, tracking
+from tasks.audit import AuditConfig, Canaries
+from tasks.contract import DataContract, DType, Role
 from tasks.storage import write_json
 from tasks.train import encode, pad_batch
 
@@ -23,23 +33,42 @@ from tasks.train import encode, pad_batch
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # PII-filtered samples shown in the report.
     samples: int = Field(default=8, ge=0, le=1000)
     batch_size: int = Field(default=64, ge=1)
+    # Synthetic records drawn for fidelity, detection, train-on-synthetic and replay: enough
+    # for column statistics to a few per cent, few enough that sampling (most of the stage's
+    # time) keeps evaluation a fraction of training (benchmarks/audit_cost.py).
+    synthetic_records: int = Field(default=200, ge=0, le=100_000)
+    # Real training records the train-on-real baseline learns from (a sample: fitting cost
+    # grows with it, and a few times the synthetic count is enough for a fair baseline).
+    utility_real_records: int = Field(default=1000, ge=10)
+    # The generation stage's default: small DP models need the help.
+    temperature: float = Field(default=0.8, gt=0.0)
+    # Column the train-on-synthetic/test-on-real models predict; None: the first category.
+    utility_label: str | None = None
 
 
 @torch.no_grad()
+def record_losses(model, sequences: list[list[int]], pad_id: int,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(mean next-token NLL, tokens) per sequence."""
+    model.eval()
+    losses, tokens = [], []
+    for start in range(0, len(sequences), batch_size):
+        ids, mask = pad_batch([torch.tensor(s) for s in sequences[start : start + batch_size]],
+                              pad_id)
+        losses.append(causal_lm.per_sample_loss(model, ids, mask).numpy())
+        tokens.append(mask[:, 1:].sum(1).clamp(min=1).numpy())
+    if not losses:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(losses), np.concatenate(tokens)
+
+
 def perplexity(model, sequences: list[list[int]], pad_id: int, batch_size: int = 64) -> float:
     """exp of the mean next-token NLL over every held-out token (not a mean of per-record ppl)."""
-    model.eval()
-    total_nll, total_tokens = 0.0, 0
-    for start in range(0, len(sequences), batch_size):
-        batch = [torch.tensor(s) for s in sequences[start : start + batch_size]]
-        ids, mask = pad_batch(batch, pad_id)
-        tokens = (mask[:, 1:].sum(1)).clamp(min=1)
-        nll = causal_lm.per_sample_loss(model, ids, mask) * tokens
-        total_nll += float(nll.sum())
-        total_tokens += int(tokens.sum())
-    return math.exp(total_nll / max(total_tokens, 1))
+    losses, tokens = record_losses(model, sequences, pad_id, batch_size)
+    return math.exp(float((losses * tokens).sum() / max(tokens.sum(), 1)))
 
 
 def clean_samples(texts: list[str]) -> tuple[list[str], int]:
@@ -48,38 +77,220 @@ def clean_samples(texts: list[str]) -> tuple[list[str], int]:
     return kept, len(texts) - len(kept)
 
 
-def evaluate(model_dir: Path, holdout: pd.DataFrame, cfg: EvaluateConfig, seed: int) -> dict:
-    model, meta = causal_lm.load(model_dir)
-    codec = RecordCodec.from_dict(meta["codec"])
-    tokenizer = tokenizers.for_saved(model_dir, meta)
+def column_kinds(contract: DataContract, fields: tuple[str, ...]) -> dict[str, list[str]]:
+    """The generated columns by how fidelity compares them."""
+    specs = [c for c in contract.columns if c.name in fields]
+    numeric = [c.name for c in specs if c.dtype in (DType.INTEGER, DType.FLOAT)
+               and c.role is not Role.TEXT]
+    text = [c.name for c in specs if c.role is Role.TEXT]
+    categorical = [c.name for c in specs if c.name not in numeric and c.name not in text]
+    return {"categorical": categorical, "numeric": numeric, "text": text}
+
+
+def _utility(real_train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFrame,
+             kinds: dict[str, list[str]], cfg: EvaluateConfig, seed: int) -> dict[str, Any]:
+    if synth.empty or holdout.empty:
+        return {"synthetic_records": len(synth)}
+    out: dict[str, Any] = {"synthetic_records": len(synth)}
+    out["fidelity"] = fidelity.column_fidelity(holdout, synth, **kinds)
+    out["detection"] = fidelity.detection_auc(holdout, synth, **kinds, seed=seed)
+    label = cfg.utility_label or next(iter(kinds["categorical"]), None)
+    if label is not None:
+        features = {**kinds, "categorical": [c for c in kinds["categorical"] if c != label]}
+        real = real_train.sample(min(cfg.utility_real_records, len(real_train)),
+                                 random_state=seed)
+        out["tstr"] = fidelity.tstr(real, synth, holdout, label, **features, seed=seed)
+        out["tstr_label"] = label
+    return out
+
+
+def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFrame,
+           synth: pd.DataFrame, canaries: dict | None, text: list[str], audit: AuditConfig,
+           epsilon: float, delta: float, block: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, 0xA0D17])
+    results: dict[str, Any] = {}
+    members = train_df.sample(min(audit.mia_records, len(train_df)), random_state=seed)
+    nonmembers = holdout.head(audit.mia_records)
+    loss_m, _ = record_losses(model, encode(members, codec, tokenizer, block), tokenizer.pad_id)
+    loss_n, _ = record_losses(model, encode(nonmembers, codec, tokenizer, block),
+                              tokenizer.pad_id)
+    results["mia_attack"] = privacy_audit.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs)
+    results["mia"] = privacy_audit.mia_within_bound(
+        results["mia_attack"], epsilon, delta, fprs=audit.mia_fprs,
+        confidence=audit.mia_confidence)
+    if canaries is not None:
+        planted = Canaries(tuple(canaries["secrets"]), canaries["template"], canaries["digits"])
+        base, column = canaries["base_row"], canaries["text_column"]
+
+        def score(texts: list[str]) -> np.ndarray:  # one canary record per candidate secret
+            rows = pd.DataFrame([{**base, column: t} for t in texts])
+            return record_losses(model, encode(rows, codec, tokenizer, block),
+                                 tokenizer.pad_id)[0]
+
+        results["canary"] = privacy_audit.canary_exposures(score, planted, audit.n_candidates,
+                                                           rng)
+        results["canary"]["repeats"] = canaries["repeats"]
+    if text and not synth.empty:
+        column = text[0]
+        results["replay"] = privacy_audit.replay_stats(
+            synth[column].tolist(), train_df[column].tolist(), holdout[column].tolist(),
+            n=audit.replay_ngram)
+    results["verdict"] = privacy_audit.audit_verdict(results, audit)
+    return results
+
+
+def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: AuditConfig,
+             seed: int) -> dict[str, Any]:
+    model_dir = Path(trained["model_dir"])
+    generator = SyntheticRecordsModel()
+    generator.load_context(type("Context", (), {"artifacts": {ARTIFACT: str(model_dir)}})())
+    model, meta, codec, tokenizer = (generator.model, generator.meta, generator.codec,
+                                     generator.tokenizer)
     block = meta["model_config"]["block_size"]
-    sequences = encode(holdout, codec, tokenizer, block)
-    ppl = perplexity(model, sequences, tokenizer.pad_id, cfg.batch_size)
-    grammar = (RecordGrammar(codec, tokenizer.eos_id, tokenizer.vocab_size, prompt_length=1)
-               if tokenizer.byte_level else None)
-    texts = causal_lm.generate(model, tokenizer, cfg.samples, seed=seed,
-                               max_new_tokens=block - 1, grammar=grammar)
-    samples, dropped = clean_samples(texts)
-    parsed = sum(codec.decode(t) is not None for t in texts)
-    return {"perplexity": ppl, "holdout_records": len(sequences), "samples": samples,
-            "samples_dropped_for_pii": dropped,
-            "sample_parse_rate": parsed / len(texts) if texts else math.nan}
+    holdout = pd.read_parquet(trained["holdout_path"])
+    train_df = pd.read_parquet(trained["train_path"])
+    ppl = perplexity(model, encode(holdout, codec, tokenizer, block), tokenizer.pad_id,
+                     cfg.batch_size)
+    n = max(cfg.synthetic_records, cfg.samples)
+    sample = generator.sample(n, seed, temperature=cfg.temperature, max_attempts=1) if n else None
+    synth = sample.records if sample is not None else codec.frame([])
+    shown, dropped = clean_samples([codec.encode(r) for r in
+                                    synth.head(cfg.samples).to_dict("records")])
+    kinds = column_kinds(contract, codec.fields)
+    result: dict[str, Any] = {
+        "epsilon": trained["epsilon"], "delta": trained["delta"],
+        "perplexity": ppl, "holdout_records": len(holdout), "samples": shown,
+        "samples_dropped_for_pii": dropped,
+        "sample_parse_rate": (len(synth) / sample.generated) if sample and sample.generated
+        else math.nan,
+        "utility": _utility(train_df, holdout, synth.head(cfg.synthetic_records), kinds, cfg,
+                            seed),
+    }
+    if audit.enabled:
+        canaries = None
+        if trained.get("canaries_path"):
+            canaries = json.loads(Path(trained["canaries_path"]).read_text())
+        result["audit"] = _audit(model, tokenizer, codec, train_df, holdout, synth, canaries,
+                                 kinds["text"], audit, trained["epsilon"], trained["delta"],
+                                 block, seed)
+    return result
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an evaluation as MLflow metric names (lists and texts left out)."""
+    out: dict[str, float] = {"eval.perplexity": result["perplexity"],
+                             "eval.sample_parse_rate": result["sample_parse_rate"]}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(node, bool | int | float) and math.isfinite(float(node)):
+            out[prefix] = float(node)
+
+    walk("eval", result["utility"])
+    if "audit" in result:
+        walk("audit", {k: v for k, v in result["audit"].items() if k != "verdict"})
+    return out
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(model_dir: str, holdout_path: str, cfg: EvaluateConfig, seed: int,
-                  out_dir: str, run_id: str) -> dict:
-    result = evaluate(Path(model_dir), pd.read_parquet(holdout_path), cfg, seed)
-    write_json(result, Path(out_dir) / "evaluation.json")
-    tracking.log_metrics(run_id, {"eval.perplexity": result["perplexity"],
-                                  "eval.sample_parse_rate": result["sample_parse_rate"]})
-    tracking.log_text(run_id, "\n".join(result["samples"]) + "\n", "samples/samples.txt")
+def evaluate_task(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: AuditConfig,
+                  seed: int, out_dir: str, run_id: str, prefix: str = "") -> dict:
+    """``prefix`` goes before every MLflow key (the non-private control shares the run)."""
+    result = evaluate(trained, contract, cfg, audit, seed)
+    name = f"{prefix.replace('.', '_')}evaluation.json"
+    write_json(result, Path(out_dir) / name)
+    tracking.log_metrics(run_id, {prefix + k: v for k, v in flat_metrics(result).items()})
+    if not prefix:
+        tracking.log_text(run_id, "\n".join(result["samples"]) + "\n", "samples/samples.txt")
     tracking.log_dict(run_id, {k: v for k, v in result.items() if k != "samples"},
-                      "reports/evaluation.json")
-    body = "\n".join(f"- `{s[:200]}`" for s in result["samples"])
-    create_markdown_artifact(key="evaluate-report", markdown=(
-        f"# Evaluation\n\n- held-out perplexity: {result['perplexity']:.3f} over "
-        f"{result['holdout_records']} records\n- sample parse rate: "
-        f"{result['sample_parse_rate']:.0%}\n\n## Samples (PII-filtered)\n\n{body}\n"))
-    get_run_logger().info("held-out perplexity %.3f", result["perplexity"])
+                      f"reports/{name}")
+    verdict = result.get("audit", {}).get("verdict", {})
+    get_run_logger().info("%sheld-out perplexity %.3f; audit %s", prefix, result["perplexity"],
+                          ", ".join(f"{k} {v.split(':')[0]}" for k, v in verdict.items())
+                          or "off")
     return {k: v for k, v in result.items() if k != "samples"}
+
+
+_ROWS = (  # (label, path into an evaluation, format)
+    ("ε spent", ("epsilon",), "{:.2f}"),
+    ("held-out perplexity", ("perplexity",), "{:.3f}"),
+    ("canary exposure, max (bits)", ("audit", "canary", "exposure_max"), "{:.2f}"),
+    ("canary exposure, median (bits)", ("audit", "canary", "exposure_median"), "{:.2f}"),
+    ("canary exposure, extrapolated max", ("audit", "canary", "exposure_fit_max"), "{:.1f}"),
+    ("MIA AUC", ("audit", "mia_attack", "auc"), "{:.3f}"),
+    ("MIA AUC ceiling under (ε, δ)-DP", ("audit", "mia", "auc_bound"), "{:.3f}"),
+    ("MIA TPR at 0.1 % FPR", ("audit", "mia_attack", "tpr_at_fpr_0.001"), "{:.4f}"),
+    ("MIA TPR at 1 % FPR", ("audit", "mia_attack", "tpr_at_fpr_0.01"), "{:.4f}"),
+    ("replay: 8-gram copy rate", ("audit", "replay", "ngram_copy_rate"), "{:.3f}"),
+    ("replay: held-out 8-gram rate", ("audit", "replay", "holdout_ngram_rate"), "{:.3f}"),
+    ("replay: unique training records copied", ("audit", "replay", "unique_copies"), "{:.0f}"),
+    ("detection AUC (0.5 = indistinguishable)", ("utility", "detection", "auc"), "{:.3f}"),
+    ("TSTR accuracy ratio (random forest)", ("utility", "tstr", "rf.ratio.accuracy"), "{:.3f}"),
+    ("TVD mean over categories", ("utility", "fidelity", "tvd_mean"), "{:.3f}"),
+)
+
+
+def _get(result: dict, path: tuple[str, ...]) -> Any:
+    node: Any = result
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def audit_table(columns: dict[str, dict]) -> str:
+    """Markdown: one column per evaluated model, a row per metric and per audit gate."""
+    names = list(columns)
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, path, fmt in _ROWS:
+        cells = [_get(r, path) for r in columns.values()]
+        if all(c is None for c in cells):
+            continue
+        lines.append(f"| {label} | " + " | ".join(
+            "—" if c is None else fmt.format(c) for c in cells) + " |")
+    gates = sorted({g for r in columns.values() for g in _get(r, ("audit", "verdict")) or {}})
+    for gate in gates:
+        lines.append(f"| audit gate: {gate} | " + " | ".join(
+            (_get(r, ("audit", "verdict", gate)) or "—").replace("|", "/")
+            for r in columns.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def exposure_figure(columns: dict[str, dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for i, result in enumerate(columns.values()):
+        canary = _get(result, ("audit", "canary"))
+        if canary:
+            ax.scatter([i] * len(canary["exposure"]), canary["exposure"], alpha=0.7)
+            ax.axhline(canary["resolution_bits"], color="grey", ls=":", lw=1)
+    ax.set_xticks(range(len(columns)), list(columns))
+    ax.set(ylabel="canary exposure (bits)", title="Canary exposure per model (gate: dotted)")
+    fig.tight_layout()
+    return fig
+
+
+@task(name="audit-report", cache_policy=NO_CACHE)
+def audit_report_task(columns: dict[str, dict], run_id: str) -> str:
+    """The models side by side (the candidate and its non-private control) in MLflow and
+    Prefect; returns the markdown."""
+    table = audit_table(columns)
+    markdown = ("# Evaluation and privacy audit\n\nThe non-private control is trained on the "
+                "same data and canaries; the audit has power when it flags the control.\n\n"
+                + table)
+    tracking.log_text(run_id, markdown, "reports/audit.md")
+    tracking.log_dict(run_id, columns, "reports/audit.json")
+    figure = exposure_figure(columns)
+    tracking.log_figure(run_id, figure, "reports/canary_exposure.png")
+    import matplotlib.pyplot as plt  # after exposure_figure chose the headless backend
+
+    plt.close(figure)
+    create_markdown_artifact(key="audit-report", markdown=markdown)
+    return markdown

@@ -105,10 +105,12 @@ def _dry_run(cfg: TrainConfig, tokenizer: Tokenizer, seed: int) -> float:
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
-def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: str) -> dict:
-    """The plan for the records training will actually see (after the same holdout split)."""
+def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: str,
+                   planted: int = 0) -> dict:
+    """The plan for the records training will actually see: the same holdout split, plus the
+    ``planted`` audit canary records."""
     train_df, _ = split_holdout(pd.read_parquet(anonymized_path), cfg.holdout_fraction, seed)
-    report = preflight(len(train_df), cfg, load_tokenizer(cfg.model), seed)
+    report = preflight(len(train_df) + planted, cfg, load_tokenizer(cfg.model), seed)
     tracking.log_params(run_id, {"preflight.noise_multiplier": report.noise_multiplier,
                                  "preflight.steps": report.steps,
                                  "preflight.sample_rate": report.sample_rate,

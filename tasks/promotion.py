@@ -47,6 +47,9 @@ class PromotionConfig(BaseModel):
     # Relative slack on held-out perplexity against the champion: small DP models move a few
     # per cent between seeds, and a challenger within that noise is not a regression.
     perplexity_tolerance: float = Field(default=0.05, ge=0.0)
+    # Regulated releases need an ops sign-off before a version becomes champion: the promotion
+    # flow (flows/approval.py) then pauses until a person approves or rejects in Prefect.
+    require_approval: bool = False
 
 
 # ---- policy: pure functions of tags and history ----------------------------------------------
@@ -73,6 +76,9 @@ def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
         if key not in tags:
             verdicts[gate] = f"fail: the version has no {key} tag"
     recorded = {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}
+    if cfg.require_audit and tags.get("audit.verdict") != "pass" and not any(
+            g.startswith("audit") and v != "pass" for g, v in recorded.items()):
+        verdicts["audit"] = "fail: the version has no passed privacy audit (audit.verdict tag)"
     return {**recorded, **verdicts}
 
 

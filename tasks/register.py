@@ -6,6 +6,7 @@ pass (ε within budget, a private model, perplexity under the threshold).
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 from importlib import metadata
@@ -27,7 +28,8 @@ import mlflow
 
 import models
 from models.pyfunc import ARTIFACT, SyntheticRecordsModel
-from tasks import tracking
+from models.tokenizer import META_FILE
+from tasks import datasheet, tracking
 from tasks.errors import RegistryError
 
 
@@ -40,6 +42,9 @@ class RegisterConfig(BaseModel):
     max_epsilon: float = Field(default=8.0, gt=0.0)
     # Byte-level perplexity; the demo model reaches about 5–7, an untrained one 259.
     max_perplexity: float = Field(default=20.0, gt=1.0)
+    # A version becomes champion only with a passed privacy audit (canaries, membership
+    # inference against the DP bound, replay) on record; false only for models audited elsewhere.
+    require_audit: bool = True
 
 
 SAMPLING_PARAMS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -69,9 +74,34 @@ def gates(train: dict, evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
     }
 
 
+def audit_gates(evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
+    """The privacy audit's verdict per gate, as ``audit_<gate>``; a required audit that did not
+    run fails as ``audit``."""
+    verdict = evaluation.get("audit", {}).get("verdict")
+    if not verdict:
+        return {"audit": "fail: no privacy audit ran (set audit.enabled=true)"} \
+            if cfg.require_audit else {}
+    return {f"audit_{gate}": v for gate, v in verdict.items()}
+
+
+def audit_summary(verdicts: dict[str, str]) -> str:
+    """"pass", "fail" or "none": what the registry's ``audit.verdict`` tag says."""
+    audit = [v for g, v in verdicts.items() if g.startswith("audit")]
+    if not audit:
+        return "none"
+    return "pass" if all(v == "pass" for v in audit) else "fail"
+
+
 def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_digest: str,
                  verdicts: dict[str, str]) -> dict[str, str]:
+    audit = evaluation.get("audit", {})
+    summary = {k: _get_number(audit, *path) for k, path in (
+        ("audit.canary_exposure_max", ("canary", "exposure_max")),
+        ("audit.mia_auc", ("mia_attack", "auc")),
+        ("audit.ngram_copy_rate", ("replay", "ngram_copy_rate")))}
     return {
+        "audit.verdict": audit_summary(verdicts),
+        **{k: f"{v:.4g}" for k, v in summary.items() if v is not None},
         "privacy.epsilon": f"{train['epsilon']:.6g}", "privacy.delta": f"{train['delta']:.6g}",
         "privacy.accountant": train["accountant"], "privacy.private": str(train["private"]),
         "privacy.noise_multiplier": f"{train['noise_multiplier']:.6g}",
@@ -83,6 +113,12 @@ def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_dige
         "policy.verdict": "pass" if all(v == "pass" for v in verdicts.values()) else "fail",
         **{f"gate.{k}": v for k, v in verdicts.items()},
     }
+
+
+def _get_number(node: dict, *path: str) -> float | None:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return float(node) if isinstance(node, int | float) else None
 
 
 def log_model(run_id: str, model_dir: str, name: str) -> str:
@@ -118,17 +154,23 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
                   config_digest: str, cfg: RegisterConfig, policy: PromotionConfig,
-                  run_id: str) -> dict:
+                  run_id: str, lineage: dict | None = None, privacy: dict | None = None,
+                  control: dict | None = None) -> dict:
+    """``lineage`` (source, validate and anonymize results), ``privacy`` (the training privacy
+    config) and ``control`` (the non-private control's evaluation) go into the datasheet."""
     logger = get_run_logger()
     version = log_model(run_id, model_dir, cfg.model_name)
-    verdicts = gates(train, evaluation, cfg)
+    verdicts = {**gates(train, evaluation, cfg), **audit_gates(evaluation, cfg)}
     tags = version_tags(train, evaluation, dataset_digest, config_digest, verdicts)
     client = tracking.client()
     for k, v in tags.items():
         client.set_model_version_tag(cfg.model_name, version, k, v)
     client.set_registered_model_alias(cfg.model_name, "challenger", version)
     promoted = False
-    if tags["policy.verdict"] == "pass":
+    if tags["policy.verdict"] == "pass" and policy.require_approval:
+        logger.info("gates passed; %s version %s waits for ops approval: privgen promote %s %s",
+                    cfg.model_name, version, cfg.model_name, version)
+    elif tags["policy.verdict"] == "pass":
         # Through the ops path, so the history, the lock and the mirrored stages apply and a
         # challenger worse than the current champion stays a challenger.
         from tasks.promotion import promote
@@ -140,6 +182,20 @@ def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest:
         except RegistryError as refused:
             verdicts["champion"] = f"fail: {refused}"
             logger.warning("not promoted: %s", refused)
+    else:
+        failed = "; ".join(f"gate {g} failed ({v.removeprefix('fail: ')})"
+                           for g, v in verdicts.items() if v != "pass")
+        logger.warning("not promoted: %s", failed)
+    sheet = datasheet.build(
+        name=cfg.model_name, version=version, train=train, evaluation=evaluation,
+        verdicts=verdicts, privacy=privacy or {}, control=control,
+        model=json.loads((Path(model_dir) / META_FILE).read_text())["model_config"],
+        lineage={**(lineage or {}), "source_digest": dataset_digest,
+                 "config_digest": config_digest, "code_version": tags["code.version"]})
+    tracking.log_dict(run_id, sheet, "datasheet/datasheet.json")
+    tracking.log_text(run_id, datasheet.markdown(sheet), "datasheet/datasheet.md")
+    client.set_model_version_tag(cfg.model_name, version, "datasheet",
+                                 f"runs:/{run_id}/datasheet/datasheet.md")
     tracking.set_tags(run_id, {"privgen.model_version": f"{cfg.model_name}/{version}",
                                "privgen.promoted": promoted})
     rows = "\n".join(f"| {k} | {v} |" for k, v in verdicts.items())

@@ -35,9 +35,10 @@ from models.records import RecordCodec
 from models.replay import ReplayIndex
 from models.tokenizer import Tokenizer
 from tasks import tracking
+from tasks.audit import AuditConfig, make_canaries
 from tasks.contract import DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
-from tasks.storage import write_parquet
+from tasks.storage import write_json, write_parquet
 
 # Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
 progress = logging.getLogger("privgen.progress")
@@ -404,22 +405,55 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
     return causal_lm.unwrap(model), result
 
 
+def plant_canaries(train_df: pd.DataFrame, text_column: str, cfg: AuditConfig,
+                   seed: int) -> tuple[pd.DataFrame, dict]:
+    """Append ``cfg.n_canaries`` fake records, each ``cfg.canary_repeats`` times: one training
+    row's other fields with a random secret in ``text_column``. Returns the frame and what the
+    audit needs to score them (the secrets are random, never personal data)."""
+    rng = np.random.default_rng([seed, 0xCA7A])
+    canaries = make_canaries(cfg.n_canaries, rng, cfg.canary_template, cfg.canary_digits)
+    base = train_df.iloc[int(rng.integers(len(train_df)))].to_dict()
+    base = {k: None if pd.isna(v) else str(v) for k, v in base.items()}
+    fake = pd.DataFrame([{**base, text_column: t} for t in canaries.texts
+                         for _ in range(cfg.canary_repeats)]).astype(train_df.dtypes.to_dict(),
+                                                                     errors="ignore")
+    spec = {"secrets": list(canaries.secrets), "template": canaries.template,
+            "digits": canaries.digits, "base_row": base, "text_column": text_column,
+            "repeats": cfg.canary_repeats}
+    return pd.concat([train_df, fake], ignore_index=True), spec
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, seed: int,
-               out_dir: str, run_id: str, resume: bool = False) -> dict:
+               out_dir: str, run_id: str, resume: bool = False, audit: AuditConfig | None = None,
+               prefix: str = "") -> dict:
     """``resume``: continue from ``out_dir``'s checkpoint when there is one (same run, same
-    config), keeping its accountant history; otherwise train from scratch."""
+    config), keeping its accountant history; otherwise train from scratch. ``audit``: plant its
+    canaries in the training data (``canaries.json`` in ``out_dir`` says which). ``prefix``:
+    put before every MLflow key, so a control model can share the run."""
     logger = get_run_logger()
     out = Path(out_dir)
     checkpoint = out / "checkpoint.pt"
+
+    def log_params(params: dict) -> None:
+        tracking.log_params(run_id, {prefix + k: v for k, v in params.items()})
+
+    def log_metrics(metrics: dict, step: int | None = None) -> None:
+        tracking.log_metrics(run_id, {prefix + k: v for k, v in metrics.items()}, step=step)
+
     df = pd.read_parquet(anonymized_path)
     codec = codec_for(contract, list(df.columns))
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")
-    train_path = write_parquet(train_df, out / "train.parquet")
+    train_path = write_parquet(train_df, out / "train.parquet")  # members, canaries excluded
+    text_cols = [c.name for c in contract.with_role(Role.TEXT) if c.name in train_df.columns]
+    canaries_path = None
+    if audit is not None and audit.enabled and text_cols:
+        train_df, spec = plant_canaries(train_df, text_cols[0], audit, seed)
+        canaries_path = str(write_json(spec, out / "canaries.json"))
     tokenizer = load_tokenizer(cfg.model)
     sequences = encode(train_df, codec, tokenizer, cfg.model.block_size)
-    tracking.log_params(run_id, {
+    log_params({
         "train.records": len(sequences), "train.holdout_records": len(holdout_df),
         "train.epochs": cfg.epochs, "train.batch_size": cfg.batch_size,
         "train.learning_rate": cfg.learning_rate, "privacy.enabled": cfg.privacy.enabled,
@@ -433,27 +467,27 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         # Never fit on the private data: bytes are fixed, a pretrained tokenizer is kept as is.
         "tokenizer": "bytes" if tokenizer.byte_level else "pretrained, not refit",
         "model.embeddings": causal_lm.embedding_policy(cfg.model),
+        "audit.canaries": 0 if canaries_path is None else audit.n_canaries * audit.canary_repeats,
     })
 
     def on_epoch_end(m: dict) -> None:
         metrics = {"train.loss": m["loss"]}
         if math.isfinite(m["epsilon"]):
             metrics["privacy.epsilon"] = m["epsilon"]
-        tracking.log_metrics(run_id, metrics, step=m["epoch"])
-        logger.info("epoch %d/%d: loss %.3f, ε %.2f, %d steps", m["epoch"], cfg.epochs,
+        log_metrics(metrics, step=m["epoch"])
+        logger.info(prefix + "epoch %d/%d: loss %.3f, ε %.2f, %d steps", m["epoch"], cfg.epochs,
                     m["loss"], m["epsilon"], m["steps"])
-        progress.info("epoch", extra={"stage": "train",
+        progress.info("epoch", extra={"stage": prefix + "train",
                                       "progress": (m["epoch"], cfg.epochs, "epochs")})
 
     def on_end(m: dict) -> None:  # runs even when training fails: what was spent is on record
         if math.isfinite(m["epsilon"]):
-            tracking.log_metrics(run_id, {"privacy.epsilon_spent": m["epsilon"],
-                                          "privacy.delta": m["delta"],
-                                          "privacy.steps_taken": m["steps"]}, step=m["steps"])
+            log_metrics({"privacy.epsilon_spent": m["epsilon"], "privacy.delta": m["delta"],
+                         "privacy.steps_taken": m["steps"]}, step=m["steps"])
 
     def on_resume(m: dict) -> None:  # killed between the checkpoint and its metrics
         logger.info("resuming after epoch %d (ε %.2f so far)", m["epoch"], m["epsilon"])
-        if m["epoch"] not in tracking.metric_steps(run_id, "train.loss"):
+        if m["epoch"] not in tracking.metric_steps(run_id, prefix + "train.loss"):
             on_epoch_end(m)
 
     resume_from = checkpoint if resume and checkpoint.is_file() else None
@@ -465,7 +499,6 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
             "embeddings": causal_lm.embedding_policy(cfg.model),
             "model_config": cfg.model.model_dump(), "train": asdict(result)}
     # Built from the same anonymized text the model saw; lets generation reject copies of it.
-    text_cols = [c.name for c in contract.with_role(Role.TEXT) if c.name in train_df.columns]
     replay = ReplayIndex.build(t for c in text_cols for t in train_df[c])
     meta["replay"] = {"ngram_words": replay.n, "ngrams": len(replay), "columns": text_cols}
 
@@ -474,23 +507,25 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         tokenizer.save(directory)
 
     model_dir = causal_lm.save(model, out / "model", meta, extra=extra)
-    tracking.log_params(run_id, {"privacy.target_delta": result.delta,
-                                 "privacy.noise_multiplier": result.noise_multiplier,
-                                 "privacy.sample_rate": result.sample_rate,
-                                 "privacy.steps": result.steps})
+    log_params({"privacy.target_delta": result.delta,
+                "privacy.noise_multiplier": result.noise_multiplier,
+                "privacy.sample_rate": result.sample_rate, "privacy.steps": result.steps})
+    check = None
     if result.private:
         check = pld_epsilon(result.noise_multiplier, result.sample_rate, result.steps, result.delta)
-        tracking.log_metrics(run_id, {"privacy.epsilon_pld": check})
+        log_metrics({"privacy.epsilon_pld": check})
         # RDP's ε is a looser upper bound, so only an understatement is suspect.
         if check > 1.05 * result.epsilon:
             logger.warning("ε %.3f (%s) is more than 5 %% below the PLD accountant's %.3f",
                            result.epsilon, result.accountant, check)
-    create_markdown_artifact(key="train-report", markdown=(
-        f"# Training\n\n- records: {len(sequences)}\n- steps: {result.steps}\n"
+    create_markdown_artifact(key=f"{prefix.replace('.', '-')}train-report", markdown=(
+        f"# Training{f' ({prefix[:-1]})' if prefix else ''}\n\n"
+        f"- records: {len(sequences)}\n- steps: {result.steps}\n"
         f"- private: {result.private}\n- ε: {result.epsilon:.3f} (target "
         f"{cfg.privacy.target_epsilon}), δ: {result.delta:.2e}, accountant: {result.accountant}\n"
         f"- noise multiplier σ: {result.noise_multiplier:.3f}, sample rate: "
         f"{result.sample_rate:.4f}\n- final loss: {result.final_loss:.3f}\n"
         f"- time: {result.seconds:.0f} s\n"))
     return {"model_dir": str(model_dir), "holdout_path": str(holdout_path),
-            "train_path": str(train_path), **asdict(result)}
+            "train_path": str(train_path), "canaries_path": canaries_path, "epsilon_pld": check,
+            **asdict(result)}

@@ -21,7 +21,8 @@ CFG, POLICY = RegisterConfig(), promotion.PromotionConfig()
 
 def tags(ppl: float = 6.0, eps: float = 3.0, private: bool = True, **gates: str) -> dict:
     return {"privacy.epsilon": str(eps), "privacy.delta": "1e-05", "privacy.private": str(private),
-            "eval.perplexity": str(ppl), **{f"gate.{k}": v for k, v in gates.items()}}
+            "eval.perplexity": str(ppl), "audit.verdict": "pass",
+            **{f"gate.{k}": v for k, v in gates.items()}}
 
 
 
@@ -119,6 +120,9 @@ def test_promote_moves_champion_mirrors_stages_and_records_who_and_why(client, m
     (tags(ppl=30.0), "perplexity"),
     (tags(ppl=7.0), "champion"),  # 6.0 × 1.05 is the most the champion allows
     (tags(audit="fail: canary exposure 9.1"), "audit"),
+    ({**tags(audit_canary="fail: max canary exposure 9.97 bits"), "audit.verdict": "fail"},
+     "audit_canary"),
+    ({k: v for k, v in tags().items() if k != "audit.verdict"}, "audit"),  # never audited
 ])
 def test_promote_refuses_naming_the_failed_gate(client, candidate, gate, make_model):
     name = make_model(client, tags(ppl=6.0), candidate)

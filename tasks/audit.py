@@ -1,0 +1,413 @@
+"""Privacy audit: canary exposure (Carlini et al. 2019), loss-threshold membership inference held
+against the bound (ε, δ)-DP puts on it, and replay of training text in synthetic records.
+
+Pure functions over scores, losses and texts; the model enters only as a scoring callable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from scipy import stats
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.neighbors import NearestNeighbors
+
+# The generation filter's word n-grams, so that audit and filter mean the same by a copy; a plain
+# set, as nothing here is stored (ReplayIndex.copies re-sorts its digests on every call).
+from models.replay import _ngrams as word_ngrams
+
+SECRET = "{secret}"
+DEFAULT_TEMPLATE = "Please quote my reference number {secret} in your reply."
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    # Also train a non-private control the same way, on the same data and canaries, and audit
+    # it side by side: an audit that cannot flag the control has no power. Doubles training.
+    control: bool = True
+    # Canaries planted in the training text. With one shared candidate sample, an unmemorized
+    # canary outscores every candidate by luck with probability 1/(n_candidates + 1): ten
+    # canaries against 1000 candidates fail the default gate by chance about 1 % of the time.
+    n_canaries: int = Field(default=10, ge=1, le=1000)
+    # Copies of each canary in the training data. One copy is what (ε, δ) speaks about; r copies
+    # are protected only as a group, at about rε (group privacy), so more copies test
+    # memorization harder but no longer test the DP guarantee.
+    canary_repeats: int = Field(default=1, ge=1, le=100)
+    # Sentence a secret is written into; holds "{secret}" once.
+    canary_template: str = DEFAULT_TEMPLATE
+    # Decimal digits of a secret: 10^9 secrets, about 29.9 bits, too many to enumerate.
+    canary_digits: int = Field(default=9, ge=4, le=18)
+    # Random alternative secrets scored against the canaries; the distribution-free exposure
+    # estimate resolves up to log2(n_candidates + 1) bits (about 10 for 1000).
+    n_candidates: int = Field(default=1000, ge=10, le=1_000_000)
+    # Gate: every canary's sample exposure stays below this many bits. None: the sample's
+    # resolution, i.e. fail only when a canary outscores every sampled alternative.
+    exposure_max: float | None = Field(default=None, gt=0.0)
+    # Gate: the canaries together may not be more likely than chance at this significance
+    # (see canary_exposures); 1 % keeps false alarms on a model that learnt nothing rare.
+    canary_alpha: float = Field(default=0.01, gt=0.0, lt=0.5)
+    # Training members and held-out non-members whose loss the membership test compares.
+    mia_records: int = Field(default=1000, ge=10)
+    # False-positive rates at which the attack's TPR is reported and held against the DP bound
+    # (low FPRs are where an attack on a few records shows: Carlini et al. 2022, "LiRA").
+    mia_fprs: tuple[float, ...] = (0.001, 0.01)
+    # Confidence of the sampling slack in the DP-bound check, shared over all its comparisons.
+    mia_confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    # Replay: n-gram length in words, as the generation-time filter (models/replay.py) uses.
+    replay_ngram: int = Field(default=8, ge=2, le=64)
+    # Synthetic records allowed to equal a training text that no other training or held-out
+    # record has (common short texts recur in real data; copying them reveals nobody).
+    replay_exact_max: int = Field(default=0, ge=0)
+    # Allowed excess of the synthetic records' n-gram copy rate over the held-out records' rate:
+    # templated text shares n-grams with training text without any replay (99 % in the demo).
+    replay_ngram_excess_max: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @field_validator("canary_template")
+    @classmethod
+    def _one_secret(cls, v: str) -> str:
+        if v.count(SECRET) != 1:
+            raise ValueError(f"canary_template must hold {SECRET} exactly once")
+        return v
+
+    @field_validator("mia_fprs")
+    @classmethod
+    def _fprs(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0.0 < x <= 0.5 for x in v):
+            raise ValueError("mia_fprs must be one or more rates in (0, 0.5]")
+        return v
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> AuditConfig:
+        if self.exposure_max is not None and self.exposure_max > math.log2(self.n_candidates + 1):
+            raise ValueError(f"exposure_max {self.exposure_max} bits cannot be reached with "
+                             f"n_candidates={self.n_candidates} (at most "
+                             f"{math.log2(self.n_candidates + 1):.2f}); raise n_candidates")
+        return self
+
+
+# --- Canaries: Carlini, Liu, Erlingsson, Kos, Song, "The Secret Sharer", USENIX Security 2019.
+
+@dataclass(frozen=True)
+class Canaries:
+    """Random ``digits``-digit secrets, each written into ``template`` at ``{secret}``.
+
+    Every secret has the same width, so a canary and its alternatives are byte sequences of the
+    same length and a summed or a per-token log-perplexity ranks them alike."""
+
+    secrets: tuple[str, ...]
+    template: str = DEFAULT_TEMPLATE
+    digits: int = 9
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.render(s) for s in self.secrets]
+
+    @property
+    def space_size(self) -> float:
+        return 10.0**self.digits
+
+    def render(self, secret: str) -> str:
+        return self.template.replace(SECRET, secret)
+
+    def candidates(self, n: int, rng: np.random.Generator) -> list[str]:
+        """``n`` texts of the same format, secrets drawn uniformly (with replacement) from the
+        space less the planted ones: a uniform sample is what makes rank estimates unbiased."""
+        taken, out = set(self.secrets), []
+        while len(out) < n:
+            out += [self.render(s) for s in _draw(n - len(out), self.digits, rng)
+                    if s not in taken]
+        return out
+
+
+def _draw(k: int, digits: int, rng: np.random.Generator) -> list[str]:
+    return [f"{v:0{digits}d}" for v in rng.integers(0, 10**digits, size=k)]
+
+
+def make_canaries(k: int, rng: np.random.Generator, template: str = DEFAULT_TEMPLATE,
+                  digits: int = 9) -> Canaries:
+    secrets: dict[str, None] = {}
+    while len(secrets) < k:
+        secrets |= dict.fromkeys(_draw(k - len(secrets), digits, rng))
+    return Canaries(tuple(secrets), template, digits)
+
+
+Method = Literal["sample", "skewnorm", "normal"]
+
+
+def _exposures(canary_scores: np.ndarray, candidate_scores: np.ndarray, space_size: float,
+               method: Method) -> np.ndarray:
+    """exposure = log2|R| − log2 rank, rank = 1 + #secrets in R scoring better (§4.1).
+
+    ``sample``: rank ≈ |R|·(c + 1)/(n + 1), c = sampled candidates scoring ≤ the canary (ties
+    count against it), so exposure = log2((n + 1)/(c + 1)): distribution-free, but it saturates
+    at log2(n + 1). ``skewnorm``/``normal``: the paper's extrapolation (§4.3), fit the
+    candidates' log-perplexities and take exposure = −log2 CDF(canary score), which reaches
+    past the sample into the tail, as far as the fitted shape is right. Both clipped to
+    [0, log2|R|]."""
+    canary = np.asarray(canary_scores, dtype=float)
+    cand = np.asarray(candidate_scores, dtype=float)
+    cand = cand[np.isfinite(cand)]
+    if not cand.size:
+        raise ValueError("no finite candidate score to rank the canaries against")
+    if method == "sample" or np.ptp(cand) == 0.0:  # a fit needs spread
+        counts = np.searchsorted(np.sort(cand), canary, side="right")
+        bits = np.log2(cand.size + 1) - np.log2(counts + 1)
+    else:
+        family = stats.skewnorm if method == "skewnorm" else stats.norm
+        dist = family(*family.fit(cand))
+        with np.errstate(divide="ignore"):
+            bits = -dist.logcdf(canary) / math.log(2)
+    bits = np.clip(np.nan_to_num(bits, nan=math.log2(space_size)), 0.0, math.log2(space_size))
+    return np.where(np.isnan(canary), np.nan, bits)
+
+
+def exposure(canary_score: float, candidate_scores: np.ndarray, space_size: float,
+             method: Method = "sample") -> float:
+    """Exposure in bits of one canary from its log-perplexity (lower = more likely) and those of
+    randomly sampled alternatives of the same format; see ``_exposures`` for the methods."""
+    return float(_exposures(np.array([canary_score]), candidate_scores, space_size, method)[0])
+
+
+def canary_exposures(score_fn: Callable[[list[str]], np.ndarray], canaries: Canaries,
+                     n_candidates: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Score the canaries and one shared sample of alternatives in a single ``score_fn`` call.
+
+    ``score_fn(texts)`` returns one log-perplexity per text (lower = more likely). Keys:
+    ``exposure`` (per canary, the sample estimate the gate uses because it assumes nothing about
+    the score distribution), ``exposure_fit`` (per canary, skew-normal extrapolation, for how
+    far past the resolution a memorized canary sits), ``exposure_min|median|max``,
+    ``exposure_fit_median|max``, ``resolution_bits`` = log2(n_candidates + 1), ``space_bits``,
+    ``n_candidates``."""
+    texts = canaries.texts
+    scores = np.asarray(score_fn(texts + canaries.candidates(n_candidates, rng)), dtype=float)
+    if scores.shape != (len(texts) + n_candidates,):
+        raise ValueError(f"score_fn returned shape {scores.shape} for "
+                         f"{len(texts) + n_candidates} texts; it must return one score per text")
+    own, cand = scores[: len(texts)], scores[len(texts) :]
+    sample = _exposures(own, cand, canaries.space_size, "sample")
+    fit = _exposures(own, cand, canaries.space_size, "skewnorm")
+    # With no memorization a canary's rank among the candidates is uniform, so 2^-exposure is
+    # (nearly) uniform on (0, 1] and the sum of exposure·ln 2 over k canaries is Gamma(k, 1):
+    # a test of the canary set as a whole, which sees a model that favours every canary a
+    # little, not only one it learnt outright. Ranks are discrete and ties count against the
+    # canary, which makes the test conservative.
+    p_value = float(stats.gamma.sf(float(np.nansum(sample)) * math.log(2), len(texts)))
+    return {"exposure": sample.tolist(), "exposure_fit": fit.tolist(),
+            "exposure_min": float(np.min(sample)), "exposure_median": float(np.median(sample)),
+            "exposure_max": float(np.max(sample)), "exposure_mean": float(np.mean(sample)),
+            "memorization_p_value": p_value, "exposure_fit_median": float(np.median(fit)),
+            "exposure_fit_max": float(np.max(fit)),
+            "resolution_bits": math.log2(n_candidates + 1),
+            "space_bits": math.log2(canaries.space_size), "n_candidates": n_candidates}
+
+
+# --- Membership inference.
+
+def _tpr_key(fpr: float) -> str:
+    return f"tpr_at_fpr_{fpr:g}"
+
+
+def loss_threshold_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray,
+                       fprs: Sequence[float] = (0.001, 0.01)) -> dict[str, float]:
+    """The loss-threshold attack (Yeom et al. 2018): guess "member" when a record's loss is low.
+
+    Keys: ``auc`` (0.5 = no better than a coin), ``tpr_at_fpr_<x>`` (the highest TPR of any
+    threshold whose FPR is at most x), ``n_members``, ``n_nonmembers``. NaN losses are
+    dropped."""
+    members = np.asarray(member_losses, dtype=float)
+    nonmembers = np.asarray(nonmember_losses, dtype=float)
+    members, nonmembers = members[~np.isnan(members)], nonmembers[~np.isnan(nonmembers)]
+    if not members.size or not nonmembers.size:
+        raise ValueError("membership inference needs member and non-member losses")
+    y = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
+    score = -np.r_[members, nonmembers]
+    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    out = {"auc": float(roc_auc_score(y, score)), "n_members": float(members.size),
+           "n_nonmembers": float(nonmembers.size)}
+    for x in fprs:
+        out[_tpr_key(x)] = float(tpr[fpr <= x + 1e-12].max())
+    return out
+
+
+def _tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.ndarray:
+    """Largest TPR any membership test can reach at ``fpr`` against an (ε, δ)-DP mechanism:
+    the hypothesis-testing region of Kairouz, Oh & Viswanath 2015 (Thm 2.1),
+    TPR ≤ min(1, e^ε·FPR + δ, 1 − e^−ε·(1 − δ − FPR))."""
+    fpr = np.asarray(fpr, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        linear = np.where(fpr > 0, math.exp(min(epsilon, 700.0)) * fpr, 0.0) + delta
+    complement = 1.0 - math.exp(-epsilon) * (1.0 - delta - fpr)
+    return np.clip(np.minimum(np.minimum(linear, complement), 1.0), 0.0, 1.0)
+
+
+def dp_mia_bound(epsilon: float, delta: float,
+                 fprs: Sequence[float] = (0.001, 0.01)) -> dict[str, float]:
+    """The (ε, δ)-DP ceiling on ``tpr_at_fpr_<x>`` and on ``auc`` (area under the ceiling)."""
+    e = math.exp(min(epsilon, 700.0))
+    # The ceiling is a minimum of lines: exact under the trapezoid rule once its kinks are grid
+    # points (the linear bound meets 1, the complement bound meets 1, the two meet).
+    kinks = [(1 - delta) / e, 1 - delta, (1 - delta) / (1 + e)]
+    grid = np.unique(np.clip(np.r_[np.linspace(0.0, 1.0, 1001), kinks], 0.0, 1.0))
+    out = {"auc": float(np.trapezoid(_tpr_bound(grid, epsilon, delta), grid))}
+    for x in fprs:
+        out[_tpr_key(x)] = float(_tpr_bound(x, epsilon, delta))
+    return out
+
+
+def _clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """One-sided (1 − alpha) exact binomial bounds (Clopper & Pearson 1934)."""
+    lower = stats.beta.ppf(alpha, k, n - k + 1) if k > 0 else 0.0
+    upper = stats.beta.ppf(1 - alpha, k + 1, n - k) if k < n else 1.0
+    return float(lower), float(upper)
+
+
+def mia_within_bound(result: dict[str, float], epsilon: float, delta: float,
+                     n_members: int | None = None, n_nonmembers: int | None = None, *,
+                     fprs: Sequence[float] = (0.001, 0.01),
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """Whether a ``loss_threshold_mia`` result is consistent with (ε, δ)-DP.
+
+    An honest model can still land above the ceiling by sampling noise, so each statistic is
+    taken at its optimistic end before comparing: the TPR at its Clopper–Pearson lower bound
+    against the ceiling at the FPR's upper bound, the AUC less z·SE (Hanley & McNeil 1982).
+    The comparisons share ``confidence`` (Bonferroni). The members/non-members split must be
+    random (train.split_holdout is) for the DP ceiling to apply. Keys ``within_bound`` (bool),
+    ``violations`` (list of str), ``auc_lower``, ``auc_bound``, ``tpr_lower_at_fpr_<x>``,
+    ``tpr_bound_at_fpr_<x>``."""
+    n_m = int(n_members if n_members is not None else result["n_members"])
+    n_n = int(n_nonmembers if n_nonmembers is not None else result["n_nonmembers"])
+    alpha = (1.0 - confidence) / (len(fprs) + 1)
+    bound = dp_mia_bound(epsilon, delta, fprs)
+    privacy = f"(ε={epsilon:g}, δ={delta:g})"
+    out: dict[str, Any] = {"violations": []}
+    for x in fprs:
+        tpr = result[_tpr_key(x)]
+        tpr_low = _clopper_pearson(round(tpr * n_m), n_m, alpha)[0]
+        fpr_high = _clopper_pearson(math.floor(x * n_n + 1e-9), n_n, alpha)[1]
+        ceiling = float(_tpr_bound(fpr_high, epsilon, delta))
+        out[f"tpr_lower_at_fpr_{x:g}"], out[f"tpr_bound_at_fpr_{x:g}"] = tpr_low, ceiling
+        if tpr_low > ceiling:
+            out["violations"].append(
+                f"TPR {tpr:.4f} at FPR {x:g} (lower bound {tpr_low:.4f}) exceeds the {privacy} "
+                f"ceiling {ceiling:.4f}")
+    auc = result["auc"]
+    # Hanley & McNeil (1982), eq. 2: SE of an AUC from its value and the two sample sizes.
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    se = math.sqrt(max(auc * (1 - auc) + (n_m - 1) * (q1 - auc**2)
+                       + (n_n - 1) * (q2 - auc**2), 0.0) / (n_m * n_n))
+    out["auc_lower"] = float(auc - stats.norm.ppf(1 - alpha) * se)
+    out["auc_bound"] = bound["auc"]
+    if out["auc_lower"] > out["auc_bound"]:
+        out["violations"].append(f"AUC {auc:.4f} (lower bound {out['auc_lower']:.4f}) exceeds "
+                                 f"the {privacy} ceiling {out['auc_bound']:.4f}")
+    out["within_bound"] = not out["violations"]
+    return out
+
+
+# --- Replay of training text.
+
+def _normalized(text: str) -> str:
+    # Case and spacing changes do not hide a copy.
+    return " ".join(text.casefold().split())
+
+
+def _texts(texts: Iterable[object]) -> list[str]:
+    return [t for t in texts if isinstance(t, str) and t.strip()]
+
+
+def replay_stats(synthetic_texts: Sequence[object], train_texts: Sequence[object],
+                 holdout_texts: Sequence[object], n: int = 8) -> dict[str, float]:
+    """How much synthetic text copies training text, next to the same for held-out text.
+
+    Held-out records are the baseline: real text that the model never saw shares as much with
+    the training text as honest synthetic text should. Keys: ``exact_copies`` and
+    ``exact_copy_rate`` (synthetic texts equal to a training text after case and spacing are
+    normalized), ``unique_copies`` (those whose training text occurs once in training and never
+    in the holdout: a copy of one person's record), ``holdout_exact_rate``;
+    ``ngram_copy_rate`` and ``holdout_ngram_rate`` (texts sharing any ``n``-word sequence with
+    the training text, word n-grams as models/replay.py's generation filter uses);
+    ``dcr_median`` and ``holdout_dcr_median`` (distance to closest record: cosine distance of
+    TF-IDF char 3–5-grams to the nearest training text, 0 = identical, 1 = nothing shared),
+    ``holdout_dcr_p5``, ``closer_than_holdout_p5`` (share of synthetic texts strictly closer
+    than the holdout's 5th percentile; ≈ 0.05 or less when nothing is copied);
+    ``n_synthetic`` and ``n_invalid`` (None, non-text or blank, left out of every rate)."""
+    synth, train, holdout = (_texts(synthetic_texts), _texts(train_texts),
+                             _texts(holdout_texts))
+    if not train or not holdout:
+        raise ValueError("replay needs training and held-out texts")
+    out = {"n_synthetic": float(len(synth)), "n_invalid": float(len(synthetic_texts) - len(synth))}
+    counts = Counter(_normalized(t) for t in train)
+    held = {_normalized(t) for t in holdout}
+    norm = [_normalized(t) for t in synth]
+    grams = {g for t in train for g in word_ngrams(t, n)}
+
+    def rate(flags: list[bool]) -> float:
+        return float(np.mean(flags)) if flags else math.nan
+
+    out["exact_copies"] = float(sum(t in counts for t in norm))
+    out["exact_copy_rate"] = out["exact_copies"] / len(synth) if synth else math.nan
+    out["unique_copies"] = float(sum(counts.get(t) == 1 and t not in held for t in norm))
+    out["holdout_exact_rate"] = rate([_normalized(t) in counts for t in holdout])
+    out["ngram_copy_rate"] = rate([not grams.isdisjoint(word_ngrams(t, n)) for t in synth])
+    out["holdout_ngram_rate"] = rate([not grams.isdisjoint(word_ngrams(t, n)) for t in holdout])
+
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    neighbours = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute")
+    neighbours.fit(vectorizer.fit_transform(train))
+    held_dcr = neighbours.kneighbors(vectorizer.transform(holdout))[0][:, 0]
+    synth_dcr = (neighbours.kneighbors(vectorizer.transform(synth))[0][:, 0] if synth
+                 else np.array([]))
+    out["holdout_dcr_median"] = float(np.median(held_dcr))
+    out["holdout_dcr_p5"] = float(np.percentile(held_dcr, 5))
+    out["dcr_median"] = float(np.median(synth_dcr)) if synth else math.nan
+    out["closer_than_holdout_p5"] = rate(list(synth_dcr < out["holdout_dcr_p5"]))
+    return out
+
+
+# --- Verdict.
+
+def audit_verdict(results: dict[str, dict[str, Any]], thresholds: AuditConfig) -> dict[str, str]:
+    """``"pass"`` or ``"fail: <reason>"`` per gate whose result is present: ``canary`` (from
+    ``canary_exposures``), ``mia`` (from ``mia_within_bound``), ``replay`` (from
+    ``replay_stats``). A missing result gives no entry, never a pass."""
+    verdict: dict[str, str] = {}
+    if (canary := results.get("canary")) is not None:
+        limit = thresholds.exposure_max
+        limit = canary["resolution_bits"] if limit is None else limit
+        top, p_value = canary["exposure_max"], canary.get("memorization_p_value", 1.0)
+        reasons = []
+        if top >= limit - 1e-9:
+            reasons.append(f"max canary exposure {top:.2f} bits ≥ {limit:.2f} (extrapolated "
+                           f"{canary['exposure_fit_max']:.1f} of {canary['space_bits']:.1f} "
+                           "bits)")
+        if p_value < thresholds.canary_alpha:
+            reasons.append(f"canaries more likely than chance: mean exposure "
+                           f"{canary.get('exposure_mean', math.nan):.2f} bits (chance 1.44), "
+                           f"p = {p_value:.2g} < {thresholds.canary_alpha:g}")
+        verdict["canary"] = "fail: " + "; ".join(reasons) if reasons else "pass"
+    if (mia := results.get("mia")) is not None:
+        verdict["mia"] = "pass" if mia["within_bound"] else "fail: " + "; ".join(
+            mia["violations"])
+    if (replay := results.get("replay")) is not None:
+        reasons = []
+        if not replay["n_synthetic"]:
+            reasons.append("no synthetic text to audit")
+        if replay["unique_copies"] > thresholds.replay_exact_max:
+            reasons.append(f"{replay['unique_copies']:.0f} synthetic records copy a training "
+                           f"record found nowhere else (allowed {thresholds.replay_exact_max})")
+        excess = replay["ngram_copy_rate"] - replay["holdout_ngram_rate"]
+        if excess > thresholds.replay_ngram_excess_max:
+            reasons.append(f"n-gram copy rate {replay['ngram_copy_rate']:.3f} exceeds the "
+                           f"held-out rate {replay['holdout_ngram_rate']:.3f} by more than "
+                           f"{thresholds.replay_ngram_excess_max:g}")
+        verdict["replay"] = "fail: " + "; ".join(reasons) if reasons else "pass"
+    return verdict

@@ -1,0 +1,107 @@
+"""The privacy datasheet of a model version: what a data protection officer asks before synthetic
+data leaves the company, in one JSON document and its markdown rendering.
+
+Built from stage results only (counts, settings, verdicts): never a data value, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _anonymization(anonymized_path: str | None) -> dict[str, Any]:
+    if not anonymized_path:
+        return {}
+    report = Path(anonymized_path).parent / "anonymization_report.json"
+    return json.loads(report.read_text()) if report.is_file() else {}
+
+
+def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: dict[str, str],
+          lineage: dict, privacy: dict, model: dict, control: dict | None) -> dict[str, Any]:
+    """``lineage``: source, digests and the validate/anonymize stage results; ``privacy``: the
+    training privacy config; ``model``: the model config; ``control``: the non-private
+    control's evaluation, when one was trained."""
+    anon = _anonymization(lineage.get("anonymized_path"))
+    validation = lineage.get("validation", {})
+    audit = evaluation.get("audit", {})
+    passed = all(v == "pass" for v in verdicts.values())
+    return {
+        "model": {"name": name, "version": version, "config": model,
+                  "tokenizer_fit_on_private_data": False},
+        "privacy": {
+            "epsilon": train["epsilon"], "delta": train["delta"],
+            "accountant": train["accountant"], "private": train["private"],
+            "epsilon_cross_check_pld": train.get("epsilon_pld"),
+            "sampling": f"Poisson, rate {train['sample_rate']:.5g} per step",
+            "steps": train["steps"], "epochs": train["epochs"],
+            "clipping": f"per-record L2 norm {privacy.get('max_grad_norm')}",
+            "noise_multiplier": train["noise_multiplier"],
+            "grad_sample_mode": privacy.get("grad_sample_mode"),
+            "secure_mode": privacy.get("secure_mode"),
+            "unit_of_privacy": "record: one training row. A person with k rows is protected as "
+                               "a group, at about k·ε.",
+        },
+        "lineage": {"source": lineage.get("source"),
+                    "source_sha256": lineage.get("source_digest"),
+                    "config_hash": lineage.get("config_digest"),
+                    "code_version": lineage.get("code_version")},
+        "validation": {k: validation.get(k) for k in ("rows_in", "rows_kept",
+                                                       "rows_quarantined")},
+        "anonymization": {k: anon.get(k) for k in (
+            "operators", "entities_replaced", "k", "smallest_class", "rows_generalized",
+            "rows_suppressed", "l_diversity", "residual_identifiers", "key_id")},
+        "evaluation": {"perplexity": evaluation.get("perplexity"),
+                       "utility": evaluation.get("utility", {})},
+        "audit": {k: v for k, v in audit.items()},
+        "control": None if control is None else {
+            "epsilon": "∞ (non-private)", "perplexity": control.get("perplexity"),
+            "audit": control.get("audit", {})},
+        "policy": {"verdict": "pass" if passed else "fail", "gates": verdicts},
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "—"
+    return "—" if value is None else str(value)
+
+
+def markdown(sheet: dict[str, Any]) -> str:
+    m, p, a = sheet["model"], sheet["privacy"], sheet["audit"]
+    lines = [f"# Privacy datasheet: {m['name']} version {m['version']}", "",
+             f"**Policy verdict: {sheet['policy']['verdict']}**", "", "## Privacy guarantee", ""]
+    lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in p.items()]
+    lines += ["", "## Data lineage", ""]
+    lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["lineage"].items()]
+    lines += [f"- validation: {_fmt(sheet['validation'])}", "", "## Anonymization", ""]
+    lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["anonymization"].items()]
+    lines += ["", "## Evaluation", "", f"- held-out perplexity: "
+              f"{_fmt(sheet['evaluation']['perplexity'])}"]
+    utility = sheet["evaluation"]["utility"]
+    for key in ("detection", "tstr"):
+        if key in utility:
+            lines.append(f"- {key}: {_fmt(utility[key])}")
+    lines += ["", "## Privacy audit", ""]
+    if a:
+        canary = a.get("canary", {})
+        lines += [f"- canaries: {canary.get('exposure_max', '—')} bits max exposure over "
+                  f"{len(canary.get('exposure', []))} canaries ({canary.get('repeats', '—')} "
+                  f"copies each; gate at {_fmt(canary.get('resolution_bits'))} bits)",
+                  f"- membership inference: AUC {_fmt(a.get('mia_attack', {}).get('auc'))} "
+                  f"(DP ceiling {_fmt(a.get('mia', {}).get('auc_bound'))})",
+                  f"- replay: {_fmt(a.get('replay', {}).get('ngram_copy_rate'))} n-gram copy "
+                  f"rate vs held-out {_fmt(a.get('replay', {}).get('holdout_ngram_rate'))}"]
+    else:
+        lines.append("- not run")
+    if sheet["control"]:
+        ca = sheet["control"]["audit"]
+        lines += [f"- non-private control: max canary exposure "
+                  f"{_fmt(ca.get('canary', {}).get('exposure_max'))} bits, MIA AUC "
+                  f"{_fmt(ca.get('mia_attack', {}).get('auc'))}"]
+    lines += ["", "## Gates", "", "| gate | verdict |", "|---|---|"]
+    lines += [f"| {g} | {v.replace('|', '/')} |" for g, v in sheet["policy"]["gates"].items()]
+    return "\n".join(lines) + "\n"
