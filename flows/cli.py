@@ -157,9 +157,23 @@ def run(
         f"model [bold]{m['name']}[/] version {m['version']}: "
         + ("[green]champion[/]" if m["promoted"] else
            "challenger only (" + "; ".join(v for v in m["verdicts"].values() if v != "pass") + ")")
+        + _audit_line(e, result.get("control"))
         + f"\nMLflow run {result['run_id']}; open the UI with: "
         f"mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}"
     )
+
+
+def _audit_line(evaluation: dict, control: dict | None) -> str:
+    """One line per audited model: each gate's verdict, the failures' reasons shortened."""
+    def verdicts(result: dict) -> str:
+        gates = result.get("audit", {}).get("verdict", {})
+        return ", ".join(f"{g} [green]pass[/]" if v == "pass" else f"{g} [red]fail[/]"
+                         for g, v in gates.items()) or "not run"
+
+    line = f"\nprivacy audit: {verdicts(evaluation)}"
+    if control:
+        line += f"; non-private control: {verdicts(control)} (the audit has power if it fails)"
+    return line
 
 
 def _announce_key(cfg) -> None:

@@ -40,8 +40,11 @@ class AuditConfig(BaseModel):
     n_canaries: int = Field(default=10, ge=1, le=1000)
     # Copies of each canary in the training data. One copy is what (ε, δ) speaks about; r copies
     # are protected only as a group, at about rε (group privacy), so more copies test
-    # memorization harder but no longer test the DP guarantee.
-    canary_repeats: int = Field(default=1, ge=1, le=100)
+    # memorization harder than the guarantee alone promises. 4: on the full demo, one copy
+    # leaves even the non-private control at chance (mean 1.3 bits, p = 0.58: an audit without
+    # power), while with 4 the control's canaries average 4.3 bits (p = 1e-5) and the ε = 8
+    # model's 1.8 (p = 0.22).
+    canary_repeats: int = Field(default=4, ge=1, le=100)
     # Sentence a secret is written into; holds "{secret}" once.
     canary_template: str = DEFAULT_TEMPLATE
     # Decimal digits of a secret: 10^9 secrets, about 29.9 bits, too many to enumerate.

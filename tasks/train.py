@@ -95,6 +95,10 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=3e-3, gt=0.0)
     # Held out before training, never seen by it, for perplexity and the privacy audit.
     holdout_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    # "auto": the GPU when torch sees one, else the CPU. Training stays in float32: bf16
+    # per-sample gradients lose the precision clipping relies on, and this CPU has no bf16
+    # units to gain from.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _ghost_needs_untied_weights(self) -> TrainConfig:
@@ -313,7 +317,9 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
     torch.manual_seed(seed)
     n = len(sequences)
     delta = resolve_delta(cfg.privacy, n)
-    model = build_model(cfg.model, tokenizer)
+    device = torch.device("cuda" if cfg.device == "cuda" or (
+        cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    model = build_model(cfg.model, tokenizer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     loader = DataLoader(SequenceDataset(sequences), batch_size=cfg.batch_size,
                         collate_fn=lambda b: pad_batch(b, tokenizer.pad_id),
@@ -336,7 +342,10 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
     fingerprint = {"config": cfg.model_dump(mode="json"), "records": n, "seed": seed}
     first_epoch, last_loss, spent = 1, math.nan, 0.0
     if resume_from is not None:
-        state = torch.load(resume_from, weights_only=True)  # tensors and plain values only
+        # Tensors and plain values only, read on the CPU (RNG states must stay there); the
+        # model and optimizer copy theirs onto the training device. On a GPU the CUDA noise
+        # generator is not checkpointed: the resumed weights differ, the ε does not.
+        state = torch.load(resume_from, weights_only=True, map_location="cpu")
         if state["fingerprint"] != fingerprint:
             raise PrivacyError(f"{resume_from}: checkpoint was written for another config, data "
                                "size or seed; resume with the run's own settings")
@@ -371,6 +380,7 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
                             gate.step()
                             gate.zero_grad()
                         continue
+                    ids, mask = ids.to(device), mask.to(device)
                     losses = causal_lm.per_sample_loss(model, ids, mask)   # [B]
                     criterion(losses).backward()
                     gate.step()
