@@ -1,39 +1,53 @@
-"""The generation flow: a pinned model version → shards of filtered records → file + manifest."""
+"""The generation flow: a pinned model version → shards of checked records → file + manifest."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prefect import flow
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import tracking
 from tasks.generate import (
     GenerateConfig,
     assemble_task,
-    output_format,
     resolve_task,
     shard_dir,
     shard_plan,
     shard_task,
 )
+from tasks.storage import output_format
+
+# Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
+progress = logging.getLogger("privgen.progress")
 
 
 @flow(name="privgen-generation", log_prints=False, validate_parameters=False)
 def _generation(cfg: GenerateConfig, experiment: str) -> dict:
     output_format(cfg.out)  # a bad file name fails before any sampling
-    model = resolve_task(cfg.model)
     run_id = tracking.start_run(experiment, time.strftime("generate-%Y%m%d-%H%M%S"), {
-        "privgen.flow": "generation", "privgen.model": cfg.model,
-        "privgen.model_version": f"{model['name']}/{model['version']}"})
+        "privgen.flow": "generation", "privgen.model": cfg.model})
     status = "FAILED"
     try:
+        tracking.log_params(run_id, {"config.hash": cfg.digest()})
+        tracking.log_dict(run_id, cfg.model_dump(mode="json"), "config.json")
+        model = resolve_task(cfg.model, cfg.condition)
+        tracking.set_tags(run_id, {"privgen.model_version": f"{model['name']}/{model['version']}"})
         directory = shard_dir(cfg.out)
         directory.mkdir(parents=True, exist_ok=True)
         plan = shard_plan(cfg.n, cfg.shard_size, cfg.seed)
         started = time.monotonic()
-        futures = [shard_task.submit(model, s, cfg, str(directory), len(plan)) for s in plan]
-        shards = [f.result() for f in futures]
+        futures = [shard_task.submit(model, s, cfg, str(directory)) for s in plan]
+        # Reported here, as shards finish, since shard tasks may run in other processes.
+        shards, records = [], 0
+        progress.info("shards", extra={"stage": "generate", "progress": (0, cfg.n, "records")})
+        for future in as_completed(futures):
+            shards.append(future.result())
+            records += shards[-1]["records"]
+            progress.info("shard", extra={"stage": "generate",
+                                          "progress": (records, cfg.n, "records")})
         manifest = assemble_task(model, shards, cfg, str(directory),
                                  time.monotonic() - started, run_id)
         status = "FINISHED"
@@ -58,5 +72,3 @@ def task_runner(cfg: GenerateConfig):
 def generation_flow(cfg: GenerateConfig, experiment: str = "privgen-generation") -> dict:
     """Run the flow with ``cfg.workers`` shards at a time on the configured task runner."""
     return _generation.with_options(task_runner=task_runner(cfg))(cfg, experiment)
-
-

@@ -1,15 +1,21 @@
-"""Generate: sample records from a registered model version in deterministic shards, filter
-them, and write one file plus a manifest saying which model made it.
+"""Generate: sample records from a registered model version in deterministic shards, check
+them, and write one file plus a manifest saying which model and config made it.
 
 Shard ``i`` always draws with the same seed and is written atomically with its checksum, so a
 killed run started again generates only the missing shards and ends byte-identical to an
-uninterrupted one."""
+uninterrupted one. Every drawn record is accounted for: written, or rejected with a reason
+(unparseable, PII, copied training text, outside the data contract)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-from dataclasses import dataclass
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -21,12 +27,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import causal_lm
+from models.records import RecordCodec, RecordGrammar
 from tasks import pii, tracking
+from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import GenerationError, RegistryError
-from tasks.storage import atomic_write, file_digest, write_json
+from tasks.storage import (
+    file_digest,
+    output_format,
+    write_json,
+    write_jsonl,
+    write_records,
+)
 
-# Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
-progress = logging.getLogger("privgen.progress")
+# Each round draws the shortfall with its own seed; a model this bad after 8 is not usable.
+MAX_ROUNDS = 8
+# Below this share of records passing the checks a model is refused after its first round:
+# drawing 20 for each record kept costs 20x and the few kept ones are suspect too.
+MIN_ACCEPTANCE = 0.05
 
 
 class GenerateConfig(BaseModel):
@@ -50,6 +68,17 @@ class GenerateConfig(BaseModel):
     dask_address: str | None = None
     # The file's suffix picks the format: .parquet, .csv or .jsonl.
     out: Path = Path("outputs/synthetic.parquet")
+    # Structured fields every record holds, e.g. {"product": "Nimbus Phone"}: written into each
+    # record as the codec spells it, so the fields after it are sampled given its value.
+    condition: dict[str, str] = Field(default_factory=dict)
+
+    def digest(self) -> str:
+        """A stable hash of the effective config, recorded with every batch."""
+        return _digest(self.model_dump(mode="json"))
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve(ref: str) -> tuple[str, str, str | None]:
@@ -78,11 +107,6 @@ def resolve(ref: str) -> tuple[str, str, str | None]:
         ) from None
 
 
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
-# OWASP: a cell starting with one of these runs as a formula when a spreadsheet opens the CSV.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 @dataclass(frozen=True)
 class Shard:
     index: int
@@ -96,34 +120,172 @@ def shard_plan(n: int, shard_size: int, seed: int) -> list[Shard]:
             for i, start in enumerate(range(0, n, shard_size))]
 
 
-def output_format(path: Path) -> str:
-    fmt = FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise GenerationError(f"{path}: unknown output format; use a .parquet, .csv or .jsonl "
-                              "file name")
-    return fmt
+# What the anonymize stage releases for a generalized column (see tasks.anonymize.generalize).
+_FORMS = {"year": r"\d{4}", "decade": r"\d{3}0s", "month": r"\d{4}-(?:0[1-9]|1[0-2])",
+          "bin": r"-?\d+--?\d+"}
 
 
-def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
-    """Prefix formula-like text cells with a quote so spreadsheets show them as text."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
-    return out
+def released_specs(config: dict, fields: Iterable[str]) -> list[ColumnSpec]:
+    """What each generated field must satisfy, from the training run's config: the contract's
+    own spec for a column released as it was; for a generalized one, the forms its rule (and,
+    for a quasi-identifier, k-anonymity's coarser steps or withholding) produces. Scrubbed
+    text and pseudonyms get no check beyond being non-empty."""
+    # Imported here: the anonymize stage's dependencies are heavy and only the flow needs this.
+    from tasks.anonymize import (
+        WITHHELD,
+        AnonymizeConfig,
+        Operator,
+        coarser_rules,
+        default_rule,
+        operators_for,
+    )
+
+    contract = DataContract.model_validate(config["contract"])
+    anonymize = AnonymizeConfig.model_validate(config["anonymize"])
+    ops = operators_for(contract, anonymize)
+    specs = []
+    for spec in contract.columns:
+        if spec.name not in fields:
+            continue
+        if ops[spec.name] is Operator.KEEP and spec.role is not Role.QUASI_IDENTIFIER:
+            specs.append(spec)
+        elif ops[spec.name] is Operator.GENERALIZE:
+            rule = anonymize.generalize.get(spec.name) or default_rule(spec)
+            steps = [rule, *coarser_rules(rule)] if spec.role is Role.QUASI_IDENTIFIER else [rule]
+            forms = [re.escape(WITHHELD) if r is None else
+                     rf"[^*]{{1,{r.partition(':')[2]}}}\**" if r.startswith("prefix:") else
+                     _FORMS[r.partition(":")[0]] for r in steps]
+            specs.append(ColumnSpec(name=spec.name, role=spec.role,
+                                    regex="^(?:" + "|".join(forms) + ")$"))
+    return specs
 
 
-def write_records(df: pd.DataFrame, path: Path, fmt: str) -> Path:
-    if fmt == "parquet":
-        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-    if fmt == "csv":
-        return atomic_write(path, lambda tmp: neutralize_formulas(df).to_csv(tmp, index=False))
-    return atomic_write(path, lambda tmp: df.to_json(tmp, orient="records", lines=True))
+_TYPED = {DType.INTEGER: int, DType.FLOAT: float, DType.DATE: date.fromisoformat,
+          DType.DATETIME: datetime.fromisoformat}
+
+
+def _meets(value, spec: ColumnSpec) -> bool:
+    text = str(value)
+    try:
+        if spec.format and spec.dtype in (DType.DATE, DType.DATETIME):
+            typed = datetime.strptime(text, spec.format)
+        else:
+            typed = _TYPED.get(spec.dtype, str)(text)
+    except ValueError:
+        return False
+    numeric = spec.dtype in (DType.INTEGER, DType.FLOAT)
+    if numeric and (not math.isfinite(typed) or (spec.min is not None and typed < spec.min)
+                    or (spec.max is not None and typed > spec.max)):
+        return False
+    if spec.allowed is not None and text not in spec.allowed:
+        return False
+    return spec.regex is None or re.search(spec.regex, text) is not None
+
+
+def violation(row: dict, specs: Iterable[ColumnSpec]) -> str | None:
+    """``contract:<column>`` for the first field of ``row`` its spec refuses, else None."""
+    for spec in specs:
+        if spec.name in row and not _meets(row[spec.name], spec):
+            return f"contract:{spec.name}"
+    return None
+
+
+def field_forms(specs: Iterable[ColumnSpec]) -> dict[str, str]:
+    """The regex each checked field's value must fully match, for the grammar to sample within:
+    its allowed values, a small integer range, or its anchored format. The contract is schema
+    the data owner wrote, not something learnt from the data: enforcing it spends no privacy."""
+    forms = {}
+    for spec in specs:
+        if spec.allowed:
+            forms[spec.name] = "^(?:" + "|".join(map(re.escape, spec.allowed)) + ")$"
+        elif spec.dtype is DType.INTEGER and spec.min is not None and spec.max is not None \
+                and spec.max - spec.min <= 100:
+            values = range(math.ceil(spec.min), math.floor(spec.max) + 1)
+            forms[spec.name] = "^(?:" + "|".join(map(str, values)) + ")$"
+        elif spec.regex:
+            forms[spec.name] = spec.regex
+    return forms
 
 
 def has_pii(row: dict) -> bool:
+    """privgen's one PII check on generated values: the anonymize stage's pattern scanner."""
     return any(isinstance(v, str) and pii.pattern_spans(v) for v in row.values())
+
+
+def check_condition(condition: dict[str, str], codec: RecordCodec, specs: list[ColumnSpec],
+                    byte_level: bool = True) -> None:
+    """Refuse, before any sampling, a condition the model cannot honour."""
+    settable = codec.fields[:-1]  # the last field is free text
+    checks = {s.name: s for s in specs}
+    for column, value in condition.items():
+        where = f"generate.condition {column}={value!r}"
+        if column not in settable:
+            raise GenerationError(f"generate.condition: {column!r} is not a structured column "
+                                  f"of this model; use one of {', '.join(settable)}")
+        if not byte_level:
+            raise GenerationError(f"{where}: conditioning needs a model with privgen's byte "
+                                  "tokenizer; this one was fine-tuned with its own")
+        if not value or codec.field_text(column, value) != value:
+            raise GenerationError(f"{where}: give non-empty text without '|', line breaks or "
+                                  "repeated spaces")
+        if column in codec.integer_fields and not value.lstrip("-").isdigit():
+            raise GenerationError(f"{where}: {column} holds whole numbers")
+        if has_pii({column: value}):
+            raise GenerationError(f"{where}: the value looks like personal data; condition on "
+                                  "a category, not a person")
+        if column in checks and violation({column: value}, [checks[column]]):
+            allowed = checks[column].allowed
+            raise GenerationError(f"{where}: not allowed by the training data's contract"
+                                  + (f"; allowed: {', '.join(allowed)}" if allowed else ""))
+
+
+@dataclass
+class Drawn:
+    records: list[dict] = field(default_factory=list)
+    generated: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    # Lines that did not parse, with their reason; never ones holding PII or training text.
+    quarantine: list[dict] = field(default_factory=list)
+    surplus: int = 0  # records that passed beyond the n asked for, discarded
+
+
+def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec]) -> Drawn:
+    """Sample until ``n`` records parse and pass every check, in rounds with their own seeds.
+
+    ``model``: a loaded ``SyntheticRecordsModel``. Deterministic for the same arguments."""
+    tok = model.tokenizer
+    grammar = RecordGrammar(model.codec, tok.eos_id, tok.vocab_size, prompt_length=1,
+                            forced=cfg.condition, forms=field_forms(specs)) \
+        if tok.byte_level else None
+    out = Drawn()
+    for attempt in range(MAX_ROUNDS):
+        need = n - len(out.records)
+        if need <= 0 or (attempt and len(out.records) < MIN_ACCEPTANCE * out.generated):
+            break
+        # The shortfall over the share that passed so far, plus 10%: a model that loses some
+        # records to the checks needs one more round, not several.
+        size = need if not attempt else math.ceil(1.1 * need * out.generated / len(out.records))
+        texts = causal_lm.generate(
+            model.model, tok, size, seed=seed * 100 + attempt,
+            max_new_tokens=model.meta["model_config"]["block_size"] - 1,
+            temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p,
+            batch_size=cfg.batch_size, grammar=grammar)
+        out.generated += len(texts)
+        for text in texts:
+            row, reason = model.codec.parse(text)
+            if row is not None:
+                reason = ("pii" if has_pii(row) else "replay" if model.copies_training_text(row)
+                          else violation(row, specs))
+            if reason is None:
+                out.records.append(row)
+                continue
+            out.rejected[reason] += 1
+            if row is None and not has_pii({"text": text}) and not (
+                    model.replay is not None and model.replay.copies(text)):
+                out.quarantine.append({"reason": reason, "text": text})
+    out.surplus = max(len(out.records) - n, 0)
+    out.records = out.records[:n]
+    return out
 
 
 @lru_cache(maxsize=2)
@@ -136,106 +298,153 @@ def shard_dir(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.shards"
 
 
-def _shard_done(directory: Path, shard: Shard) -> dict | None:
+def shard_key(model: dict, cfg: GenerateConfig) -> str:
+    """What a shard's records depend on besides its seed and size: a shard on disk made under
+    another key (another model version, temperature, condition, …) is made again."""
+    return _digest({"model": [model["name"], model["version"]], "contract": model["contract"],
+                    **cfg.model_dump(mode="json", include={"temperature", "top_k", "top_p",
+                                                           "batch_size", "condition"})})
+
+
+def _shard_done(directory: Path, shard: Shard, key: str) -> dict | None:
     meta = directory / f"shard-{shard.index:05d}.json"
     if not meta.exists():
         return None
     done = json.loads(meta.read_text())
-    data = directory / done["file"]
-    if done.get("seed") != shard.seed or not data.exists() or file_digest(data) != done["sha256"]:
+    if (done.get("key"), done.get("seed"), done.get("records")) != (key, shard.seed, shard.n):
         return None
+    files = [(done["file"], done["sha256"])] + ([(done["quarantine"]["file"],
+                                                  done["quarantine"]["sha256"])]
+                                                if done.get("quarantine") else [])
+    for name, digest in files:
+        if not (directory / name).exists() or file_digest(directory / name) != digest:
+            return None
     return done
 
 
-def generate_shard(name: str, version: str, shard: Shard, cfg: GenerateConfig,
-                   directory: Path) -> dict:
-    """Sample, filter and write one shard; a finished shard on disk is reused as it is."""
-    done = _shard_done(directory, shard)
+def generate_shard(model: dict, shard: Shard, cfg: GenerateConfig, directory: Path) -> dict:
+    """Sample, check and write one shard; a finished shard on disk is reused as it is."""
+    key = shard_key(model, cfg)
+    done = _shard_done(directory, shard, key)
     if done:
         return done | {"reused": True}
-    model = _load(name, version)
-    rejected = {"pii": 0, "replay": 0}
-
-    def keep(row: dict) -> bool:
-        if has_pii(row):
-            rejected["pii"] += 1
-            return False
-        if model.copies_training_text(row):
-            rejected["replay"] += 1
-            return False
-        return True
-
-    sample = model.sample(shard.n, shard.seed, temperature=cfg.temperature, top_k=cfg.top_k,
-                          top_p=cfg.top_p, batch_size=cfg.batch_size, keep=keep)
-    if len(sample.records) < shard.n:
+    loaded = _load(model["name"], model["version"])
+    specs = [ColumnSpec.model_validate(s) for s in model["contract"] or []]
+    drawn = draw(loaded, shard.n, shard.seed, cfg, specs)
+    if len(drawn.records) < shard.n:
+        reasons = ", ".join(f"{k}: {v}" for k, v in drawn.rejected.most_common())
         raise GenerationError(
-            f"model {name} v{version} produced only {len(sample.records)} usable records of "
-            f"{shard.n} in shard {shard.index} ({sample.parse_failures} did not parse, "
-            f"{sum(rejected.values())} rejected); train longer or lower generate.temperature"
-        )
-    data = write_records(sample.records, directory / f"shard-{shard.index:05d}.parquet",
+            f"model {model['name']} v{model['version']} produced only {len(drawn.records)} "
+            f"usable records of {shard.n} in shard {shard.index} after {drawn.generated} "
+            f"draws (rejected: {reasons}); train longer or lower generate.temperature")
+    stem = f"{shard.index:05d}"
+    quarantine = None
+    if drawn.quarantine:
+        path = write_jsonl(drawn.quarantine, directory / f"quarantine-{stem}.jsonl")
+        quarantine = {"file": path.name, "sha256": file_digest(path),
+                      "records": len(drawn.quarantine)}
+    data = write_records(loaded.codec.frame(drawn.records), directory / f"shard-{stem}.parquet",
                          "parquet")
-    done = {"index": shard.index, "seed": shard.seed, "records": len(sample.records),
-            "generated": sample.generated, "parse_failures": sample.parse_failures,
-            "rejected": rejected, "file": data.name, "sha256": file_digest(data)}
-    write_json(done, directory / f"shard-{shard.index:05d}.json")  # written last: the commit
+    done = {"index": shard.index, "seed": shard.seed, "key": key, "records": shard.n,
+            "generated": drawn.generated, "rejected": dict(sorted(drawn.rejected.items())),
+            "surplus": drawn.surplus, "quarantine": quarantine, "file": data.name,
+            "sha256": file_digest(data)}
+    write_json(done, directory / f"shard-{stem}.json")  # written last: the commit
     return done | {"reused": False}
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE)
-def resolve_task(ref: str) -> dict:
+def resolve_task(ref: str, condition: dict[str, str]) -> dict:
+    """Pin the version, read its privacy tags and its training run's contract, and refuse a
+    condition it cannot honour, all before any sampling."""
+    logger = get_run_logger()
     name, version, alias = resolve(ref)
     mv = tracking.client().get_model_version(name, version)
+    loaded = _load(name, version)
+    try:
+        specs = released_specs(tracking.download_json(mv.run_id, "config.json"),
+                               loaded.codec.fields)
+    except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as exc:
+        # An older or foreign training run: said in the log and the manifest, not silently.
+        logger.warning("records not checked against a data contract: the training run %s "
+                       "has no usable config.json (%s)", mv.run_id, type(exc).__name__)
+        specs = None
+    check_condition(condition, loaded.codec, specs or [], loaded.tokenizer.byte_level)
     return {"name": name, "version": version, "alias": alias, "run_id": mv.run_id,
             "epsilon": mv.tags.get("privacy.epsilon"), "delta": mv.tags.get("privacy.delta"),
-            "accountant": mv.tags.get("privacy.accountant")}
+            "accountant": mv.tags.get("privacy.accountant"),
+            "contract": None if specs is None else [s.model_dump(mode="json") for s in specs]}
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard.index}")
-def shard_task(model: dict, shard: Shard, cfg: GenerateConfig, directory: str,
-               total_shards: int) -> dict:
-    done = generate_shard(model["name"], model["version"], shard, cfg, Path(directory))
-    progress.info("shard", extra={"stage": "generate",
-                                  "progress": (done["index"] + 1, total_shards, "shards")})
-    return done
+def shard_task(model: dict, shard: Shard, cfg: GenerateConfig, directory: str) -> dict:
+    return generate_shard(model, shard, cfg, Path(directory))
+
+
+def manifest_of(model: dict, shards: list[dict], cfg: GenerateConfig, written: int,
+                columns: list[str]) -> dict:
+    """Which model and config made the file, and where every drawn record went:
+    generated = written + rejected (by reason) + surplus."""
+    rejected: Counter = Counter()
+    for d in shards:
+        rejected.update(d["rejected"])
+    return {
+        "model": {k: model[k] for k in ("name", "version", "alias", "run_id")},
+        "privacy": {k: model[k] for k in ("epsilon", "delta", "accountant")},
+        "config": cfg.model_dump(mode="json"), "config_hash": cfg.digest(),
+        "seed": cfg.seed, "condition": cfg.condition, "requested": cfg.n, "written": written,
+        "generated": sum(d["generated"] for d in shards),
+        "rejected": dict(sorted(rejected.items())),
+        "parse_failures": sum(v for k, v in rejected.items() if k.startswith("parse:")),
+        "quarantined": sum(d["quarantine"]["records"] for d in shards if d["quarantine"]),
+        "surplus": sum(d["surplus"] for d in shards),
+        "contract": None if model["contract"] is None else {
+            "source": f"runs:/{model['run_id']}/config.json",
+            "columns": [s["name"] for s in model["contract"]]},
+        "columns": columns,
+        "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p},
+        "shards": [{k: d[k] for k in ("index", "seed", "records", "sha256")} for d in shards],
+    }
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
 def assemble_task(model: dict, shards: list[dict], cfg: GenerateConfig, directory: str,
                   seconds: float, run_id: str) -> dict:
-    """Concatenate the shards in order into the output file and write the manifest."""
+    """Concatenate the shards in order into the output file, gather their quarantined lines
+    beside it, and write the manifest."""
     fmt = output_format(cfg.out)
     ordered = sorted(shards, key=lambda d: d["index"])
     records = pd.concat([pd.read_parquet(Path(directory) / d["file"]) for d in ordered],
                         ignore_index=True)
     out = write_records(records, Path(cfg.out), fmt)
-    rejected = {k: sum(d["rejected"][k] for d in ordered) for k in ("pii", "replay")}
-    manifest = {
-        "model": {k: model[k] for k in ("name", "version", "alias", "run_id")},
-        "privacy": {k: model[k] for k in ("epsilon", "delta", "accountant")},
-        "seed": cfg.seed, "requested": cfg.n, "written": len(records),
-        "generated": sum(d["generated"] for d in ordered),
-        "parse_failures": sum(d["parse_failures"] for d in ordered), "rejected": rejected,
-        "columns": list(records.columns), "format": fmt,
-        "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p},
-        "shards": [{k: d[k] for k in ("index", "seed", "records", "sha256")} for d in ordered],
-        "file": {"path": str(out), "sha256": file_digest(out)},
-    }
+    manifest = manifest_of(model, ordered, cfg, len(records), list(records.columns))
+    manifest["file"] = {"path": str(out), "sha256": file_digest(out)}
+    if manifest["quarantined"]:
+        lines = [json.loads(line) for d in ordered if d["quarantine"] for line in
+                 (Path(directory) / d["quarantine"]["file"]).read_text().splitlines()]
+        path = write_jsonl(lines, Path(cfg.out).with_suffix(".quarantine.jsonl"))
+        manifest["quarantine_file"] = {"path": str(path), "sha256": file_digest(path)}
     manifest_path = write_json(manifest, Path(cfg.out).with_suffix(".manifest.json"))
-    tracking.log_params(run_id, {"model.name": model["name"], "model.version": model["version"],
-                                 "model.alias": model["alias"], "seed": cfg.seed, "n": cfg.n,
-                                 "shards": len(ordered), "format": fmt})
-    tracking.log_metrics(run_id, {"generate.written": len(records),
-                                  "generate.parse_failures": manifest["parse_failures"],
-                                  "generate.rejected_pii": rejected["pii"],
-                                  "generate.rejected_replay": rejected["replay"],
-                                  "generate.records_per_s": len(records) / max(seconds, 1e-9)})
+    tracking.log_params(run_id, {
+        "model.name": model["name"], "model.version": model["version"],
+        "model.alias": model["alias"], "privacy.epsilon": model["epsilon"],
+        "privacy.delta": model["delta"], "seed": cfg.seed, "n": cfg.n,
+        "shards": len(ordered), "format": fmt, "contract.checked": model["contract"] is not None,
+        **{f"condition.{k}": v for k, v in cfg.condition.items()}})
+    tracking.log_metrics(run_id, {
+        "generate.written": len(records), "generate.generated": manifest["generated"],
+        "generate.parse_failures": manifest["parse_failures"],
+        "generate.quarantined": manifest["quarantined"], "generate.surplus": manifest["surplus"],
+        **{f"generate.rejected.{k.replace(':', '.')}": v
+           for k, v in manifest["rejected"].items()},
+        "generate.records_per_s": len(records) / max(seconds, 1e-9)})
     tracking.log_artifact(run_id, manifest_path, "generation")
+    rejected = ", ".join(f"{k}: {v}" for k, v in manifest["rejected"].items()) or "none"
     create_markdown_artifact(key="generate-report", markdown=(
         f"# Generation\n\n- model: `{model['name']}` v{model['version']} (@{model['alias']})\n"
-        f"- ε: {model['epsilon']}, δ: {model['delta']}\n- written: {len(records)} of {cfg.n} "
-        f"in {len(ordered)} shards; parse failures: {manifest['parse_failures']}; rejected: "
-        f"{rejected['pii']} for PII, {rejected['replay']} for copying training text\n"
-        f"- file: `{out}` ({fmt})\n"))
+        f"- ε: {model['epsilon']}, δ: {model['delta']}\n- config hash: "
+        f"`{manifest['config_hash']}`\n- written: {len(records)} of {cfg.n} in {len(ordered)} "
+        f"shards from {manifest['generated']} drawn; rejected: {rejected}; quarantined: "
+        f"{manifest['quarantined']}\n- file: `{out}` ({fmt})\n"))
     get_run_logger().info("wrote %d records to %s", len(records), out)
     return manifest | {"seconds": round(seconds, 2)}

@@ -1,4 +1,4 @@
-"""Atomic file writes and content digests shared by every stage."""
+"""Atomic file writes, record files in the formats privgen writes, and content digests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from tasks.errors import GenerationError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+# OWASP: a cell starting with one of these runs as a formula when a spreadsheet opens the CSV.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -41,6 +47,37 @@ def write_text(text: str, path: Path) -> Path:
 
 def write_json(obj: Any, path: Path) -> Path:
     return write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    return write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+
+
+def output_format(path: Path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise GenerationError(f"{path}: unknown output format; use a .parquet, .csv or .jsonl "
+                              "file name")
+    return fmt
+
+
+def neutralize_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """Prefix formula-like text cells with a quote so spreadsheets show them as text."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    return out
+
+
+def write_records(df: pd.DataFrame, path: Path, fmt: str) -> Path:
+    """``df`` as a ``fmt`` file; CSV cells that a spreadsheet would run are neutralized."""
+    if fmt == "parquet":
+        return write_parquet(df, path)
+    if fmt == "csv":
+        return atomic_write(path, lambda tmp: neutralize_formulas(df).to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_json(tmp, orient="records", lines=True))
 
 
 def file_digest(path: Path) -> str:

@@ -233,12 +233,13 @@ def test_sigkilled_generation_resumes_to_the_uninterrupted_file(pipeline):
                    timeout=300)
     killed = pipeline["root"] / "killed" / "s.jsonl"
     proc = subprocess.Popen([privgen, *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     first = killed.parent / f".{killed.name}.shards" / "shard-00000.json"
     deadline = time.monotonic() + 300
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # privgen and the local Prefect server it started
     proc.wait()
     assert not killed.exists()  # killed before assembling: no partial output published
     subprocess.run([privgen, *args, "--out", str(killed)], check=True, capture_output=True,

@@ -37,7 +37,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(prefect_api, tmp
     privgen = str(Path(sys.executable).parent / "privgen")
     cmd = [privgen, "run", *(a for s in settings for a in ("--set", s))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=os.environ.copy())
+                            env=os.environ.copy(), start_new_session=True)
     deadline = time.monotonic() + 600
     while (not list(runs.glob("*/model/checkpoint.pt")) and proc.poll() is None
            and time.monotonic() < deadline):
@@ -45,7 +45,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(prefect_api, tmp
     delay = random.Random().uniform(0.0, 1.0)  # somewhere in the following epochs
     time.sleep(delay)
     assert proc.poll() is None, f"training finished before the kill ({delay:.2f} s)"
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # privgen and the local Prefect server it started
     proc.wait()
 
     client = tracking.client()

@@ -6,7 +6,7 @@ import torch
 from opacus.grad_sample import GradSampleModule
 from transformers.pytorch_utils import Conv1D
 
-from models import causal_lm, dp_layers
+from models import causal_lm, dp_layers, sampling
 from models.records import RecordCodec, RecordGrammar
 from models.tokenizer import ByteTokenizer
 
@@ -88,6 +88,73 @@ def test_grammar_keeps_every_sample_parseable_even_untrained():
     assert all(r is not None and 0 <= r["n"] <= 9 for r in rows)
     again = causal_lm.generate(model, TOK, 16, seed=3, max_new_tokens=63, grammar=grammar)
     assert texts == again
+
+
+def test_sampler_forward_matches_the_hf_model_with_its_cache():
+    torch.manual_seed(0)
+    model = causal_lm.build(TINY, TOK).eval()
+    ids = torch.randint(0, 256, (3, 20))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits                          # [3, 20, V]
+        cache = sampling.KVCache(model, 3, 64)
+        logits = [sampling.forward(model, ids[:, :12], 0, cache)]        # prefill
+        logits += [sampling.forward(model, ids[:, p:p + 1], p, cache) for p in range(12, 20)]
+    torch.testing.assert_close(torch.stack(logits, 1), reference[:, 11:], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("settings", [{}, {"temperature": 0.7, "top_k": 20, "top_p": 0.9}],
+                         ids=["plain", "filtered"])
+def test_sampling_is_deterministic_and_dropping_finished_rows_changes_nothing(
+        settings, monkeypatch):
+    codec = RecordCodec(("a", "n", "message"), ("n",), (1,))
+    torch.manual_seed(0)
+    model = causal_lm.build(TINY, TOK)
+    grammar = RecordGrammar(codec, TOK.eos_id, TOK.vocab_size, 1, max_field_bytes=8)
+
+    def texts(**kw):
+        return sampling.generate(model, TOK, 12, seed=5, max_new_tokens=63, batch_size=12,
+                                 grammar=grammar, **settings, **kw)
+
+    first = texts()
+    assert first == texts() and first != sampling.generate(
+        model, TOK, 12, seed=6, max_new_tokens=63, batch_size=12, grammar=grammar, **settings)
+    assert texts(compact=False) == first
+    monkeypatch.setattr(sampling, "supported", lambda model: False)  # HF's forward and cache
+    assert texts() == first
+
+
+def test_a_forced_field_is_written_as_the_codec_writes_it():
+    codec = RecordCodec(("a", "n", "b", "message"), ("n",), (1,))
+    model = causal_lm.build(TINY, TOK)
+    forced = {"n": "4", "b": "Nimbus Phone"}
+    grammar = RecordGrammar(codec, TOK.eos_id, TOK.vocab_size, 1, max_field_bytes=8,
+                            forced=forced)
+    texts = causal_lm.generate(model, TOK, 8, seed=1, max_new_tokens=63, grammar=grammar)
+    rows = [codec.decode(t) for t in texts]
+    assert all(r is not None and r["n"] == 4 and r["b"] == "Nimbus Phone" for r in rows)
+    assert all("| 4 | Nimbus Phone |" in t for t in texts)
+    with pytest.raises(ValueError, match="forced fields are among a, n, b"):
+        RecordGrammar(codec, TOK.eos_id, TOK.vocab_size, 1, forced={"message": "hi"})
+
+
+def test_a_field_with_a_form_only_takes_values_matching_it():
+    codec = RecordCodec(("a", "n", "b", "message"), ("n",), (1,))
+    model = causal_lm.build(TINY, TOK)
+    forms = {"a": "^(?:email|web_form)$", "n": "^(?:1|2|3)$", "b": r"^(?:\d{3}0s|\*)$",
+             "message": "^x$"}  # the free-text field takes no form
+    grammar = RecordGrammar(codec, TOK.eos_id, TOK.vocab_size, 1, forms=forms)
+    rows = [codec.decode(t) for t in
+            causal_lm.generate(model, TOK, 8, seed=2, max_new_tokens=63, grammar=grammar)]
+    assert all(r["a"] in ("email", "web_form") and r["n"] in (1, 2, 3) for r in rows)
+    assert all(r["b"] == "*" or (len(r["b"]) == 5 and r["b"].endswith("0s")) for r in rows)
+    assert any(r["message"] != "x" for r in rows)
+
+
+def test_codec_says_why_a_line_does_not_parse():
+    codec = RecordCodec(("product", "rating", "message"), ("rating",), (1,))
+    assert codec.parse("only | two") == (None, "parse:fields")
+    assert codec.parse("x |  | msg") == (None, "parse:empty:rating")
+    assert codec.parse("x | four | msg") == (None, "parse:integer:rating")
 
 
 def test_save_load_round_trip_unwraps_opacus(tmp_path):
