@@ -17,12 +17,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from flows.environment import apply_defaults
 
@@ -59,7 +61,8 @@ class _StageLog(logging.Handler):
         if done_total:
             done, total, unit = done_total
             if stage not in self.bars:
-                self.bars[stage] = self.progress.add_task(f"{stage} ({unit})", total=total)
+                self.bars[stage] = self.progress.add_task(f"{stage} ({unit})", total=total,
+                                                          unit=unit)
             self.progress.update(self.bars[stage], completed=done, total=total)
             return
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
@@ -78,9 +81,20 @@ def _quiet_prefect_console(debug: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second of a bar, in its own unit (records/s while generating)."""
+
+    def render(self, task) -> Text:
+        unit, speed = task.fields.get("unit"), task.finished_speed or task.speed
+        if not unit or speed is None:
+            return Text("")
+        return Text(f"{speed:,.0f} {unit}/s" if speed >= 10 else f"{speed:.2f} {unit}/s",
+                    style="cyan")
+
+
 def _run_with_progress(title: str, fn, *args):
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task(title, total=None)
@@ -310,6 +324,9 @@ def generate(
                                              "cluster of --workers processes).")] = "thread",
     dask_address: Annotated[str | None, typer.Option(help="Use this running Dask scheduler "
                                                      "instead of a local cluster.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Only records with this "
+                                                    "value, e.g. --where product=Router "
+                                                    "(repeatable).")] = None,
 ) -> None:
     """Sample synthetic records from a registered model into a .parquet, .csv or .jsonl file
     with a manifest beside it."""
@@ -319,10 +336,16 @@ def generate(
     from tasks.errors import ConfigError
     from tasks.generate import GenerateConfig
 
+    condition = {}
+    for item in where or []:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip():
+            raise ConfigError(f"--where {item!r}: expected column=value, e.g. product=Router")
+        condition[column.strip()] = value
     try:
         cfg = GenerateConfig(model=model, n=n, out=out_path, seed=seed, temperature=temperature,
                              shard_size=shard_size, workers=workers, task_runner=task_runner,
-                             dask_address=dask_address)
+                             dask_address=dask_address, condition=condition)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "

@@ -245,3 +245,23 @@ def test_sigkilled_generation_resumes_to_the_uninterrupted_file(pipeline):
     subprocess.run([privgen, *args, "--out", str(killed)], check=True, capture_output=True,
                    timeout=300)
     assert killed.read_bytes() == whole.read_bytes()
+
+
+def test_generate_where_conditions_every_record_and_refuses_unknown_columns(pipeline):
+    import subprocess
+    import sys
+
+    privgen = str(Path(sys.executable).parent / "privgen")
+    out = pipeline["root"] / "where" / "email.csv"
+    done = subprocess.run([privgen, "generate", "--model", f"{MODEL}@champion", "--n", "12",
+                           "--where", "channel=email", "--shard-size", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    df = pd.read_csv(out)
+    assert len(df) == 12 and set(df["channel"]) == {"email"}
+    assert "records/s" in done.stdout + done.stderr  # the progress bar's rate column
+    bad = subprocess.run([privgen, "generate", "--model", f"{MODEL}@champion", "--n", "2",
+                          "--where", "shoe_size=42", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "shoe_size" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
