@@ -33,7 +33,15 @@ def anonymized_demo(workdir: Path) -> Path:
 
 
 def main() -> None:
+    import argparse
+
     import pandas as pd
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dp-learning-rate", type=float, default=None,
+                        help="learning rate of the private runs (default: the config's, as the "
+                             "non-private run); DP-SGD often wants a larger one")
+    args = parser.parse_args()
 
     from flows.config import PipelineConfig
     from models.tokenizer import ByteTokenizer
@@ -54,10 +62,13 @@ def main() -> None:
     for eps in (None, *EPSILONS):
         privacy = cfg.train.privacy.model_copy(update={"enabled": eps is not None,
                                                        "target_epsilon": eps or 8.0})
-        run_cfg = cfg.train.model_copy(update={"privacy": privacy})
+        lr = args.dp_learning_rate if eps is not None and args.dp_learning_rate else None
+        run_cfg = cfg.train.model_copy(update={"privacy": privacy,
+                                               "learning_rate": lr or cfg.train.learning_rate})
         started = time.monotonic()
         model, result = train(seqs, run_cfg, tok, cfg.seed)
-        points.append({"epsilon": eps, "epsilon_spent": None if eps is None else result.epsilon,
+        points.append({"epsilon": eps, "learning_rate": run_cfg.learning_rate,
+                       "epsilon_spent": None if eps is None else result.epsilon,
                        "steps": result.steps, "noise_multiplier": result.noise_multiplier,
                        "perplexity": perplexity(model, held, tok.pad_id),
                        "seconds": time.monotonic() - started})

@@ -154,7 +154,9 @@ def decide(name: str, version: str, *, approved: bool, approver: str, reason: st
         try:
             resume_flow_run(runs[0].id, run_input=decision)
             return run_name
-        except RuntimeError as exc:  # "Run input schema not found" right after the pause
-            if time.monotonic() > deadline:
+        except RuntimeError as exc:
+            # "Run input schema not found": the pause has not saved its form yet. Anything
+            # else is the form refusing the decision (an empty approver, say).
+            if "schema not found" not in str(exc) or time.monotonic() > deadline:
                 raise RegistryError(f"could not resume {run_name}: {exc}") from None
             time.sleep(1.0)

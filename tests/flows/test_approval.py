@@ -114,7 +114,7 @@ def test_a_rejection_leaves_the_champion_and_the_history_unchanged(client, make_
 def test_the_input_form_refuses_a_decision_without_an_approver(client, make_model):
     name = make_model(client, tags(6.0))
     thread, out = in_background(name=name, version="1", policy=GATED)
-    with pytest.raises(RuntimeError, match="approver"):
+    with pytest.raises(RegistryError, match="approver"):
         decide(name, "1", approved=True, approver="", reason="")
     decide(name, "1", approved=True, approver="ops-alice", reason="")
     assert finish(thread, out)["promoted"] and champion(client, name) == "1"
