@@ -27,6 +27,11 @@ from tasks.train import TrainConfig
 from tasks.validate import ValidateConfig
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
+_CITIES = ("New York", "Los Angeles", "Chicago", "Houston", "Phoenix", "Philadelphia",
+           "San Antonio", "San Diego", "Dallas", "Austin", "Seattle", "Denver", "Boston",
+           "Atlanta", "Miami", "Nashville", "Minneapolis", "Detroit", "Providence", "Newark")
+_PRODUCTS = ("Nimbus Phone", "Aurora Laptop", "Pulse Earbuds", "Echo Speaker", "Flux Smartwatch",
+             "Orbit Tablet", "Vertex Monitor", "Zenith Router")
 
 
 def demo_contract() -> DataContract:
@@ -40,8 +45,10 @@ def demo_contract() -> DataContract:
         c(name="phone", role=Role.DIRECT_IDENTIFIER, regex=r"^\+?[\d\s().-]{7,}$"),
         c(name="birth_date", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER),
         c(name="postcode", role=Role.QUASI_IDENTIFIER, regex=r"^\d{5}$"),
-        c(name="city", role=Role.CATEGORY),
-        c(name="product", role=Role.CATEGORY),
+        # The service area and the product catalog: public lists the data owner publishes, so
+        # validation checks them and generation's grammar keeps to them, at no privacy cost.
+        c(name="city", role=Role.CATEGORY, allowed=_CITIES),
+        c(name="product", role=Role.CATEGORY, allowed=_PRODUCTS),
         c(name="channel", role=Role.CATEGORY,
           allowed=("email", "phone", "chat", "web_form", "social")),
         c(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
@@ -74,7 +81,9 @@ class PipelineConfig(BaseModel):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     anonymize: AnonymizeConfig = Field(default_factory=demo_anonymize)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    # The demo's messages name the product: the train-on-synthetic task predicts it.
+    evaluate: EvaluateConfig = Field(
+        default_factory=lambda: EvaluateConfig(utility_label="product"))
     audit: AuditConfig = Field(default_factory=AuditConfig)
     # "register" would shadow BaseModel.register (from ABCMeta); the YAML key stays "register".
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")

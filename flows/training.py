@@ -106,7 +106,7 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
         trained = j.stage("train", train_task, anonymized["anonymized_path"], cfg.contract,
                           cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit)
         evaluated = j.stage("evaluate", evaluate_task, trained, cfg.contract, cfg.evaluate,
-                            audit, cfg.seed, d["model"], run_id)
+                            audit, cfg.seed, d["model"], run_id, anonymize=cfg.anonymize)
         control = None
         if audit.enabled and audit.control and cfg.train.privacy.enabled:
             # The same training without DP: the audit must be able to flag it.
@@ -120,7 +120,8 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
             control = j.stage("control-evaluate",
                               evaluate_task.with_options(name="control-evaluate"),
                               control_trained, cfg.contract, cfg.evaluate, audit, cfg.seed,
-                              d["control"], run_id, prefix="control.")
+                              d["control"], run_id, prefix="control.",
+                              anonymize=cfg.anonymize)
         if audit.enabled:
             columns = {"DP model": evaluated} | ({"non-private control": control}
                                                  if control else {})

@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import causal_lm
 from models.pyfunc import ARTIFACT, SyntheticRecordsModel
 from tasks import audit as privacy_audit
-from tasks import fidelity, pii, tracking
+from tasks import fidelity, tracking
+from tasks.anonymize import AnonymizeConfig
 from tasks.audit import AuditConfig, Canaries
 from tasks.contract import DataContract, DType, Role
+from tasks.generate import GenerateConfig, draw, released_specs
 from tasks.storage import write_json
 from tasks.train import encode, pad_batch
 
@@ -45,7 +47,8 @@ class EvaluateConfig(BaseModel):
     utility_real_records: int = Field(default=1000, ge=10)
     # The generation stage's default: small DP models need the help.
     temperature: float = Field(default=0.8, gt=0.0)
-    # Column the train-on-synthetic/test-on-real models predict; None: the first category.
+    # Column the train-on-synthetic/test-on-real models predict; None: the first column with
+    # the category role (the demo's city).
     utility_label: str | None = None
 
 
@@ -71,19 +74,16 @@ def perplexity(model, sequences: list[list[int]], pad_id: int, batch_size: int =
     return math.exp(float((losses * tokens).sum() / max(tokens.sum(), 1)))
 
 
-def clean_samples(texts: list[str]) -> tuple[list[str], int]:
-    """Drop any sample in which the pattern scanner finds PII; returns (kept, dropped count)."""
-    kept = [t for t in texts if not pii.pattern_spans(t)]
-    return kept, len(texts) - len(kept)
-
-
 def column_kinds(contract: DataContract, fields: tuple[str, ...]) -> dict[str, list[str]]:
     """The generated columns by how fidelity compares them."""
     specs = [c for c in contract.columns if c.name in fields]
     numeric = [c.name for c in specs if c.dtype in (DType.INTEGER, DType.FLOAT)
                and c.role is not Role.TEXT]
     text = [c.name for c in specs if c.role is Role.TEXT]
-    categorical = [c.name for c in specs if c.name not in numeric and c.name not in text]
+    # Category columns first: the default label to predict is the first of them.
+    categorical = sorted((c.name for c in specs if c.name not in numeric and c.name not in text),
+                         key=lambda n: next(c.role is not Role.CATEGORY for c in specs
+                                            if c.name == n))
     return {"categorical": categorical, "numeric": numeric, "text": text}
 
 
@@ -140,7 +140,9 @@ def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFram
 
 
 def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: AuditConfig,
-             seed: int) -> dict[str, Any]:
+             seed: int, anonymize: AnonymizeConfig | None = None) -> dict[str, Any]:
+    """``anonymize``: the run's anonymization settings, which say what forms the released
+    columns take (the generation grammar holds samples to them)."""
     model_dir = Path(trained["model_dir"])
     generator = SyntheticRecordsModel()
     generator.load_context(type("Context", (), {"artifacts": {ARTIFACT: str(model_dir)}})())
@@ -152,17 +154,23 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     ppl = perplexity(model, encode(holdout, codec, tokenizer, block), tokenizer.pad_id,
                      cfg.batch_size)
     n = max(cfg.synthetic_records, cfg.samples)
-    sample = generator.sample(n, seed, temperature=cfg.temperature, max_attempts=1) if n else None
-    synth = sample.records if sample is not None else codec.frame([])
-    shown, dropped = clean_samples([codec.encode(r) for r in
-                                    synth.head(cfg.samples).to_dict("records")])
+    # Drawn exactly as the generation stage draws what it publishes: the grammar holds the
+    # released contract, and records with PII or copied training text are rejected (counted).
+    released = released_specs({"contract": contract.model_dump(mode="json"),
+                               "anonymize": (anonymize or AnonymizeConfig()).model_dump(
+                                   mode="json")}, codec.fields)
+    drawn = draw(generator, n, seed, GenerateConfig(temperature=cfg.temperature), released) \
+        if n else None
+    synth = codec.frame(drawn.records if drawn is not None else [])
+    # Already through the generation filters: no PII, no copied training text.
+    shown = [codec.encode(r) for r in synth.head(cfg.samples).to_dict("records")]
     kinds = column_kinds(contract, codec.fields)
     result: dict[str, Any] = {
         "epsilon": trained["epsilon"], "delta": trained["delta"],
         "perplexity": ppl, "holdout_records": len(holdout), "samples": shown,
-        "samples_dropped_for_pii": dropped,
-        "sample_parse_rate": (len(synth) / sample.generated) if sample and sample.generated
+        "sample_parse_rate": (len(synth) / drawn.generated) if drawn and drawn.generated
         else math.nan,
+        "sample_rejections": dict(drawn.rejected) if drawn is not None else {},
         "utility": _utility(train_df, holdout, synth.head(cfg.synthetic_records), kinds, cfg,
                             seed),
     }
@@ -196,9 +204,10 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: AuditConfig,
-                  seed: int, out_dir: str, run_id: str, prefix: str = "") -> dict:
+                  seed: int, out_dir: str, run_id: str, prefix: str = "",
+                  anonymize: AnonymizeConfig | None = None) -> dict:
     """``prefix`` goes before every MLflow key (the non-private control shares the run)."""
-    result = evaluate(trained, contract, cfg, audit, seed)
+    result = evaluate(trained, contract, cfg, audit, seed, anonymize)
     name = f"{prefix.replace('.', '_')}evaluation.json"
     write_json(result, Path(out_dir) / name)
     tracking.log_metrics(run_id, {prefix + k: v for k, v in flat_metrics(result).items()})
