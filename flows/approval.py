@@ -17,9 +17,9 @@ from tasks.promotion import (
     CHAMPION,
     MAX_REASON,
     PromotionConfig,
-    champion_gate,
     promote,
-    version_gates,
+    promotion_verdicts,
+    refusal,
 )
 from tasks.register import RegisterConfig
 
@@ -51,15 +51,11 @@ def check_gates(name: str, version: str, cfg: RegisterConfig,
                             "`privgen models`") from None
     if current == version:
         return current
-    verdicts = {**version_gates(tags, cfg),
-                "champion": champion_gate(tags, champion, policy.perplexity_tolerance)}
-    failed = {g: v.removeprefix("fail: ") for g, v in verdicts.items() if v != "pass"}
+    _, failed = promotion_verdicts(tags, champion, cfg, policy)
     if failed:
         # No approval overrides a failed gate; an audited override is `privgen promote --force`.
-        raise RegistryError(
-            f"refused to promote {name} version {version} before asking for approval: "
-            + "; ".join(f"gate {g} failed ({why})" for g, why in failed.items())
-            + "; fix the model, or override with `privgen promote --force --reason TEXT`")
+        raise RegistryError(refusal(name, version, failed, " before asking for approval",
+                                    "override with `privgen promote --force --reason TEXT`"))
     return current
 
 

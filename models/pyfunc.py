@@ -7,6 +7,7 @@ Output: the records, parsed back into the non-identifying columns of the trainin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -32,6 +33,15 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         self.codec = RecordCodec.from_dict(self.meta["codec"])
         self.tokenizer = tokenizers.for_saved(context.artifacts[ARTIFACT], self.meta)
         self.replay = ReplayIndex.load(context.artifacts[ARTIFACT])
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> tuple[SyntheticRecordsModel, object]:
+        """The wrapper loaded from a saved model folder, as MLflow would load it, and the
+        context it was loaded with (``predict`` takes it too)."""
+        context = type("Context", (), {"artifacts": {ARTIFACT: str(model_dir)}})()
+        wrapper = cls()
+        wrapper.load_context(context)
+        return wrapper, context
 
     def copies_training_text(self, row: dict) -> bool:
         """Whether any text field of ``row`` repeats a long n-gram of the training text."""

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import causal_lm
-from models.pyfunc import ARTIFACT, SyntheticRecordsModel
+from models.pyfunc import SyntheticRecordsModel
 from tasks import audit as privacy_audit
 from tasks import fidelity, tracking
 from tasks.anonymize import AnonymizeConfig
@@ -144,8 +144,7 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     """``anonymize``: the run's anonymization settings, which say what forms the released
     columns take (the generation grammar holds samples to them)."""
     model_dir = Path(trained["model_dir"])
-    generator = SyntheticRecordsModel()
-    generator.load_context(type("Context", (), {"artifacts": {ARTIFACT: str(model_dir)}})())
+    generator, _ = SyntheticRecordsModel.from_dir(model_dir)
     model, meta, codec, tokenizer = (generator.model, generator.meta, generator.codec,
                                      generator.tokenizer)
     block = meta["model_config"]["block_size"]

@@ -297,6 +297,23 @@ def _aliases(rm) -> dict[str, str]:
     return {alias: str(version) for alias, version in (rm.aliases or {}).items()}
 
 
+def promotion_verdicts(tags: dict[str, str], champion: tuple[str, dict[str, str]] | None,
+                       cfg: RegisterConfig, policy: PromotionConfig
+                       ) -> tuple[dict[str, str], dict[str, str]]:
+    """(every gate's verdict, the failed ones with their reasons) for making a version with
+    ``tags`` champion in place of ``champion`` (version, tags)."""
+    verdicts = {**version_gates(tags, cfg),
+                "champion": champion_gate(tags, champion, policy.perplexity_tolerance)}
+    return verdicts, {g: v.removeprefix("fail: ") for g, v in verdicts.items() if v != "pass"}
+
+
+def refusal(name: str, version: str, failed: dict[str, str], when: str, override: str) -> str:
+    """The one-line refusal naming each failed gate and what to do."""
+    return (f"refused to promote {name} version {version}{when}: "
+            + "; ".join(f"gate {g} failed ({why})" for g, why in failed.items())
+            + f"; fix the model, or {override}")
+
+
 def promote(name: str, version: str, cfg: RegisterConfig, policy: PromotionConfig, *,
             force: bool = False, reason: str | None = None, who: str | None = None,
             client: MlflowClient | None = None) -> dict | None:
@@ -318,14 +335,10 @@ def promote(name: str, version: str, cfg: RegisterConfig, policy: PromotionConfi
         if current == version:
             return None
         champion = (current, _version_tags(client, name, current)) if current else None
-        verdicts = {**version_gates(tags, cfg),
-                    "champion": champion_gate(tags, champion, policy.perplexity_tolerance)}
-        failed = {g: v.removeprefix("fail: ") for g, v in verdicts.items() if v != "pass"}
+        verdicts, failed = promotion_verdicts(tags, champion, cfg, policy)
         if failed and not force:
-            raise RegistryError(
-                f"refused to promote {name} version {version}: "
-                + "; ".join(f"gate {g} failed ({why})" for g, why in failed.items())
-                + "; fix the model, or override with --force --reason TEXT")
+            raise RegistryError(refusal(name, version, failed, "",
+                                        "override with --force --reason TEXT"))
         entry = _append(client, name, rm.tags, {
             "actor": who or actor(), "action": "force-promote" if failed else "promote",
             "from": current, "to": version, "reason": reason, "gates": verdicts}, fence)

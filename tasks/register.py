@@ -127,10 +127,8 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
 
     Registered through the client rather than ``registered_model_name`` because the fluent
     path prints to stderr, over the CLI's progress display."""
-    wrapper = SyntheticRecordsModel()
     example = pd.DataFrame({"n": [2], "seed": [0]})
-    context = type("Context", (), {"artifacts": {ARTIFACT: model_dir}})()
-    wrapper.load_context(context)
+    wrapper, context = SyntheticRecordsModel.from_dir(model_dir)
     signature = infer_signature(example, wrapper.predict(context, example), SAMPLING_PARAMS)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
