@@ -70,7 +70,10 @@ def record_losses(model, sequences: list[list[int]], pad_id: int,
 
 def perplexity(model, sequences: list[list[int]], pad_id: int, batch_size: int = 64) -> float:
     """exp of the mean next-token NLL over every held-out token (not a mean of per-record ppl)."""
-    losses, tokens = record_losses(model, sequences, pad_id, batch_size)
+    return _perplexity(*record_losses(model, sequences, pad_id, batch_size))
+
+
+def _perplexity(losses: np.ndarray, tokens: np.ndarray) -> float:
     return math.exp(float((losses * tokens).sum() / max(tokens.sum(), 1)))
 
 
@@ -105,15 +108,15 @@ def _utility(real_train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFram
 
 
 def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFrame,
-           synth: pd.DataFrame, canaries: dict | None, text: list[str], audit: AuditConfig,
-           epsilon: float, delta: float, block: int, seed: int) -> dict[str, Any]:
+           holdout_losses: np.ndarray, synth: pd.DataFrame, canaries: dict | None,
+           text: list[str], audit: AuditConfig, epsilon: float, delta: float, block: int,
+           seed: int) -> dict[str, Any]:
+    """``holdout_losses``: per-record losses of ``holdout``, the non-members."""
     rng = np.random.default_rng([seed, 0xA0D17])
     results: dict[str, Any] = {}
     members = train_df.sample(min(audit.mia_records, len(train_df)), random_state=seed)
-    nonmembers = holdout.head(audit.mia_records)
     loss_m, _ = record_losses(model, encode(members, codec, tokenizer, block), tokenizer.pad_id)
-    loss_n, _ = record_losses(model, encode(nonmembers, codec, tokenizer, block),
-                              tokenizer.pad_id)
+    loss_n = holdout_losses[: audit.mia_records]
     results["mia_attack"] = privacy_audit.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs)
     results["mia"] = privacy_audit.mia_within_bound(
         results["mia_attack"], epsilon, delta, fprs=audit.mia_fprs,
@@ -150,8 +153,10 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     block = meta["model_config"]["block_size"]
     holdout = pd.read_parquet(trained["holdout_path"])
     train_df = pd.read_parquet(trained["train_path"])
-    ppl = perplexity(model, encode(holdout, codec, tokenizer, block), tokenizer.pad_id,
-                     cfg.batch_size)
+    # Once for the held-out perplexity and the membership test's non-members.
+    held_losses, held_tokens = record_losses(model, encode(holdout, codec, tokenizer, block),
+                                             tokenizer.pad_id, cfg.batch_size)
+    ppl = _perplexity(held_losses, held_tokens)
     n = max(cfg.synthetic_records, cfg.samples)
     # Drawn exactly as the generation stage draws what it publishes: the grammar holds the
     # released contract, and records with PII or copied training text are rejected (counted).
@@ -177,7 +182,8 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
         canaries = None
         if trained.get("canaries_path"):
             canaries = json.loads(Path(trained["canaries_path"]).read_text())
-        result["audit"] = _audit(model, tokenizer, codec, train_df, holdout, synth, canaries,
+        result["audit"] = _audit(model, tokenizer, codec, train_df, holdout, held_losses,
+                                 synth, canaries,
                                  kinds["text"], audit, trained["epsilon"], trained["delta"],
                                  block, seed)
     return result
