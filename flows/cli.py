@@ -171,14 +171,14 @@ def run(
         f"model [bold]{m['name']}[/] version {m['version']}: "
         + ("[green]champion[/]" if m["promoted"] else
            "challenger only (" + "; ".join(v for v in m["verdicts"].values() if v != "pass") + ")")
-        + _audit_line(e, result.get("control"))
+        + _audit_line(e, result.get("control"), result.get("audit_power"))
         + f"\nMLflow run {result['run_id']}; open the UI with: "
         f"mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}"
     )
 
 
-def _audit_line(evaluation: dict, control: dict | None) -> str:
-    """One line per audited model: each gate's verdict, the failures' reasons shortened."""
+def _audit_line(evaluation: dict, control: dict | None, power: dict | None) -> str:
+    """Each audited model's gate verdicts, then whether the audit told the two apart."""
     def verdicts(result: dict) -> str:
         gates = result.get("audit", {}).get("verdict", {})
         return ", ".join(f"{g} [green]pass[/]" if v == "pass" else f"{g} [red]fail[/]"
@@ -186,7 +186,9 @@ def _audit_line(evaluation: dict, control: dict | None) -> str:
 
     line = f"\nprivacy audit: {verdicts(evaluation)}"
     if control:
-        line += f"; non-private control: {verdicts(control)} (the audit has power if it fails)"
+        line += f"; non-private control: {verdicts(control)}"
+    if power:
+        line += f"\n{'[green]' if power['has_power'] else '[yellow]'}{power['summary']}[/]"
     return line
 
 

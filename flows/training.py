@@ -122,18 +122,21 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                               control_trained, cfg.contract, cfg.evaluate, audit, cfg.seed,
                               d["control"], run_id, prefix="control.",
                               anonymize=cfg.anonymize)
+        report = None
         if audit.enabled:
             columns = {"DP model": evaluated} | ({"non-private control": control}
                                                  if control else {})
-            j.stage("audit-report", audit_report_task, columns, run_id)
+            report = j.stage("audit-report", audit_report_task, columns, run_id, audit)
         registered = j.stage("register", register_task, trained["model_dir"], trained,
                              evaluated, ingested.source_digest, cfg.digest(), cfg.register_,
                              cfg.promote, run_id,
                              lineage={"source": ingested.source, "validation": validated,
                                       "anonymized_path": anonymized["anonymized_path"]},
-                             privacy=cfg.train.privacy.model_dump(mode="json"), control=control)
+                             privacy=cfg.train.privacy.model_dump(mode="json"), control=control,
+                             power=report["power"] if report else None)
         status = "FINISHED"
         return {"run_id": run_id, "rows": validated, "preflight": plan, "train": trained,
-                "eval": evaluated, "control": control, "model": registered}
+                "eval": evaluated, "control": control, "model": registered,
+                "audit_power": report["power"] if report else None}
     finally:
         tracking.end_run(run_id, status)

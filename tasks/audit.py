@@ -65,6 +65,13 @@ class AuditConfig(BaseModel):
     mia_fprs: tuple[float, ...] = (0.001, 0.01)
     # Confidence of the sampling slack in the DP-bound check, shared over all its comparisons.
     mia_confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    # Gate: the attack's AUC, taken at that same lower confidence bound, may not exceed this.
+    # Once ε is large the (ε, δ) ceiling allows almost anything (AUC 0.9997 at ε = 8): this is
+    # the empirical limit a model is held to. None: the DP ceiling only.
+    mia_auc_max: float | None = Field(default=0.55, gt=0.5, le=1.0)
+    # Level of the paired tests that show the audit's power against the non-private control
+    # (tasks/audit_power.py): its exposure and MIA must be higher at this significance.
+    power_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     # Replay: n-gram length in words, as the generation-time filter (models/replay.py) uses.
     replay_ngram: int = Field(default=8, ge=2, le=64)
     # Synthetic records allowed to equal a training text that no other training or held-out
@@ -398,8 +405,11 @@ def audit_verdict(results: dict[str, dict[str, Any]], thresholds: AuditConfig) -
                            f"p = {p_value:.2g} < {thresholds.canary_alpha:g}")
         verdict["canary"] = "fail: " + "; ".join(reasons) if reasons else "pass"
     if (mia := results.get("mia")) is not None:
-        verdict["mia"] = "pass" if mia["within_bound"] else "fail: " + "; ".join(
-            mia["violations"])
+        reasons = list(mia["violations"])
+        if thresholds.mia_auc_max is not None and mia["auc_lower"] > thresholds.mia_auc_max:
+            reasons.append(f"membership inference AUC, at its lower bound "
+                           f"{mia['auc_lower']:.3f}, exceeds {thresholds.mia_auc_max:g}")
+        verdict["mia"] = "fail: " + "; ".join(reasons) if reasons else "pass"
     if (replay := results.get("replay")) is not None:
         reasons = []
         if not replay["n_synthetic"]:

@@ -19,10 +19,12 @@ def _anonymization(anonymized_path: str | None) -> dict[str, Any]:
 
 
 def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: dict[str, str],
-          lineage: dict, privacy: dict, model: dict, control: dict | None) -> dict[str, Any]:
+          lineage: dict, privacy: dict, model: dict, control: dict | None,
+          power: dict | None = None) -> dict[str, Any]:
     """``lineage``: source, digests and the validate/anonymize stage results; ``privacy``: the
     training privacy config; ``model``: the model config; ``control``: the non-private
-    control's evaluation, when one was trained."""
+    control's evaluation, when one was trained, and ``power`` its paired comparison with this
+    model's audit (``tasks.audit_power``)."""
     anon = _anonymization(lineage.get("anonymized_path"))
     validation = lineage.get("validation", {})
     audit = evaluation.get("audit", {})
@@ -54,12 +56,17 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
             "rows_suppressed", "l_diversity", "residual_identifiers", "key_id")},
         "evaluation": {"perplexity": evaluation.get("perplexity"),
                        "utility": evaluation.get("utility", {})},
-        "audit": {k: v for k, v in audit.items()},
+        "audit": _summary(audit),
         "control": None if control is None else {
             "epsilon": "∞ (non-private)", "perplexity": control.get("perplexity"),
-            "audit": control.get("audit", {})},
+            "audit": _summary(control.get("audit", {})), "power": power},
         "policy": {"verdict": "pass" if passed else "fail", "gates": verdicts},
     }
+
+
+def _summary(audit: dict) -> dict:
+    # Per-record losses are for pairing with the control (audit_power), not for the sheet.
+    return {k: v for k, v in audit.items() if k != "mia_scores"}
 
 
 def _fmt(value: Any) -> str:
@@ -102,6 +109,8 @@ def markdown(sheet: dict[str, Any]) -> str:
         lines += [f"- non-private control: max canary exposure "
                   f"{_fmt(ca.get('canary', {}).get('exposure_max'))} bits, MIA AUC "
                   f"{_fmt(ca.get('mia_attack', {}).get('auc'))}"]
+        if sheet["control"].get("power"):
+            lines.append(f"- power: {sheet['control']['power']['summary']}")
     lines += ["", "## Gates", "", "| gate | verdict |", "|---|---|"]
     lines += [f"| {g} | {v.replace('|', '/')} |" for g, v in sheet["policy"]["gates"].items()]
     return "\n".join(lines) + "\n"

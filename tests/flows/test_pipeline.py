@@ -88,6 +88,28 @@ def test_logged_epsilon_agrees_with_a_second_accountant(pipeline):
     assert run.data.metrics["privacy.epsilon_pld"] == pytest.approx(independent, rel=1e-6)
 
 
+def test_audit_report_tests_the_model_against_its_control(pipeline):
+    """The DP model and its non-private control are compared record by record and canary by
+    canary; the verdict reaches the report, the run's metrics and the version's tags. (One
+    epoch of a tiny model memorizes little, so whether power is shown is not asserted here.)"""
+    trained = pipeline["trained"]
+    power = trained["audit_power"]
+    assert {"canary", "mia", "has_power", "summary"} <= set(power)
+    model, control = trained["eval"]["audit"], trained["control"]["audit"]
+    assert power["mia"]["auc_candidate"] == pytest.approx(model["mia_attack"]["auc"])
+    assert power["mia"]["auc_control"] == pytest.approx(control["mia_attack"]["auc"])
+    assert power["canary"]["median_control"] == pytest.approx(
+        control["canary"]["exposure_median"])
+    run = pipeline["trained"]["run_id"]
+    assert f"**Power:** {power['summary']}." in mlflow.artifacts.load_text(
+        f"runs:/{run}/reports/audit.md")
+    metrics = mlflow.get_run(run).data.metrics
+    assert metrics["audit.power.mia.difference"] == pytest.approx(power["mia"]["difference"])
+    assert metrics["audit.power.has_power"] == float(power["has_power"])
+    version = mlflow.MlflowClient().get_model_version(MODEL, trained["model"]["version"])
+    assert version.tags["audit.power"] == ("shown" if power["has_power"] else "not shown")
+
+
 def test_registered_model_loads_with_pyfunc_and_samples(pipeline):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     out = model.predict(pd.DataFrame({"n": [3], "seed": [1]}))

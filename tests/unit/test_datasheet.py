@@ -15,7 +15,7 @@ AUDIT = {"canary": {"exposure": [1.2, 3.4], "exposure_max": 3.4, "resolution_bit
          "verdict": {"canary": "pass", "mia": "pass", "replay": "pass"}}
 
 
-def _sheet(tmp_path, verdicts=None, control=None):
+def _sheet(tmp_path, verdicts=None, control=None, power=None):
     anon = tmp_path / "anonymized.parquet"
     (tmp_path / "anonymization_report.json").write_text(json.dumps(
         {"k": 5, "smallest_class": 5, "rows_suppressed": 0, "key_id": "48998a5fb5f2",
@@ -27,12 +27,14 @@ def _sheet(tmp_path, verdicts=None, control=None):
                  "validation": {"rows_in": 3000, "rows_kept": 2940, "rows_quarantined": 60},
                  "anonymized_path": str(anon)},
         privacy={"max_grad_norm": 1.0, "grad_sample_mode": "hooks", "secure_mode": False},
-        model={"n_layer": 2}, control=control)
+        model={"n_layer": 2}, control=control, power=power)
 
 
 def test_datasheet_states_the_guarantee_lineage_and_audit(tmp_path):
     sheet = _sheet(tmp_path, control={"perplexity": 6.0, "audit": {
-        "canary": {"exposure_max": 9.97}, "mia_attack": {"auc": 0.6}}})
+        "canary": {"exposure_max": 9.97}, "mia_attack": {"auc": 0.6},
+        "mia_scores": {"members": [0.1] * 500, "nonmembers": [0.2] * 100, "records": "ab"}}},
+        power={"has_power": True, "summary": "the audit has power: …"})
     p = sheet["privacy"]
     assert (p["epsilon"], p["delta"], p["accountant"], p["noise_multiplier"]) == (
         7.99, 3.8e-5, "prv", 0.55)
@@ -42,8 +44,11 @@ def test_datasheet_states_the_guarantee_lineage_and_audit(tmp_path):
     assert sheet["policy"]["verdict"] == "pass"
     text = datasheet.markdown(sheet)
     for needle in ("7.99", "prv", "Poisson", "k: 5", "3.4 bits max exposure",
-                   "non-private control: max canary exposure 9.97", "| audit_canary | pass |"):
+                   "non-private control: max canary exposure 9.97", "| audit_canary | pass |",
+                   "- power: the audit has power"):
         assert needle in text, needle
+    # Per-record losses serve the pairing with the control; the sheet keeps the summaries.
+    assert "mia_scores" not in json.dumps(sheet)
 
 
 def test_a_failed_gate_makes_the_datasheet_verdict_fail(tmp_path):

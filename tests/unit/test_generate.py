@@ -102,6 +102,14 @@ def test_every_failure_is_counted_by_reason_and_only_clean_parse_failures_quaran
     assert not generate_shard(MODEL, Shard(0, 3, 11), cfg, tmp_path)["reused"]
 
 
+def test_records_rejected_for_replay_stay_in_memory_for_the_audit(scripted):
+    drawn = draw(scripted, 3, seed=11, cfg=GenerateConfig(n=3), specs=[])
+    assert drawn.rejected["replay"] == len(drawn.replayed) >= 1
+    assert {r["message"] for r in drawn.replayed} == {
+        "the parcel never arrived and nobody answered my three calls"}
+    assert all(r not in drawn.records for r in drawn.replayed)
+
+
 def test_a_shard_made_under_another_sampling_config_is_not_reused(scripted, tmp_path):
     generate_shard(MODEL, Shard(0, 2, 11), GenerateConfig(n=2), tmp_path)
     again = generate_shard(MODEL, Shard(0, 2, 11), GenerateConfig(n=2, temperature=0.5),
