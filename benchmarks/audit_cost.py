@@ -21,6 +21,12 @@ SIZES = (750, 1500, 3000)
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
+                        help="demo rows per point (default: %(default)s)")
+    args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="privgen-audit-cost-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["PREFECT_HOME"] = str(root / "prefect")
@@ -37,7 +43,7 @@ def main() -> None:
 
     lines = (REPO / "data/demo/tickets.csv").read_text().splitlines(keepends=True)
     points = []
-    for size in SIZES:
+    for size in args.sizes:
         subset = root / f"tickets-{size}.csv"
         subset.write_text("".join(lines[: size + 1]))
         cfg = load_config(overrides=[f"workdir={root / 'runs'}", f"ingest.path={subset}",

@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--dp-learning-rate", type=float, default=None,
                         help="learning rate of the private runs (default: the config's, as the "
                              "non-private run); DP-SGD often wants a larger one")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every run (default: the config's, as `make run`)")
     args = parser.parse_args()
 
     from flows.config import PipelineConfig
@@ -50,6 +52,9 @@ def main() -> None:
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     cfg = PipelineConfig()
+    if args.epochs:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"epochs": args.epochs})})
     tok = ByteTokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         df = pd.read_parquet(anonymized_demo(Path(tmp)))

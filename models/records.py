@@ -345,8 +345,15 @@ class RecordGrammar(LogitsProcessor):
         self.form_mask[:, :256][table >= 0] = 0
         self.form_mask[:, _PIPE] = torch.where(self.form_accept, 0.0, -torch.inf)
 
+    def to(self, device: torch.device | str) -> RecordGrammar:
+        """Its tables moved to ``device`` (the model's), in place; returns itself."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
     def start(self, rows: int) -> GrammarState:
-        zeros = torch.zeros(rows, dtype=torch.long)
+        zeros = torch.zeros(rows, dtype=torch.long, device=self.masks.device)
         return GrammarState(zeros, zeros.bool(), zeros.clone(), zeros.clone(),
                             self.form_start[zeros])
 
@@ -387,6 +394,8 @@ class RecordGrammar(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The same rules as a Hugging Face ``LogitsProcessor`` for ``model.generate``."""
+        if self.masks.device != scores.device:
+            self.to(scores.device)
         if input_ids.shape[1] == self.prompt_length or self.state is None:  # a new batch
             self.state = self.start(input_ids.shape[0])
         else:

@@ -138,10 +138,11 @@ def sample(model: torch.nn.Module, prompt: list[int], rows: int, *, max_new_toke
     out = torch.full((rows, max_new_tokens), pad_id, device=device)
     active = torch.arange(rows, device=device)  # the original row of each batch row
     done = torch.zeros(rows, dtype=torch.bool, device=device)
-    state = grammar.start(rows) if grammar else None
+    state = grammar.to(device).start(rows) if grammar else None
     logits = step(torch.tensor([prompt], device=device).expand(rows, -1), 0)
     for i in range(max_new_tokens):
-        u = torch.rand(rows, generator=generator, dtype=torch.float64)[active]
+        # Drawn on the CPU generator on every device, so a seed gives the same uniforms.
+        u = torch.rand(rows, generator=generator, dtype=torch.float64).to(device)[active]
         if state is not None:
             logits = grammar.constrain(state, logits)
         token = draw(logits.float(), u, temperature, top_k, top_p).masked_fill_(done, pad_id)
