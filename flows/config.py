@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def demo_contract() -> DataContract:
         c(name="full_name", role=Role.DIRECT_IDENTIFIER),
         c(name="email", role=Role.DIRECT_IDENTIFIER, regex=_EMAIL),
         c(name="phone", role=Role.DIRECT_IDENTIFIER, regex=r"^\+?[\d\s().-]{7,}$"),
-        c(name="birth_date", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER),
+        # Customers are adults; tickets start with the service (2025).
+        c(name="birth_date", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER,
+          earliest=date(1900, 1, 1), latest=date(2010, 12, 31)),
         c(name="postcode", role=Role.QUASI_IDENTIFIER, regex=r"^\d{5}$"),
         # The service area and the product catalog: public lists the data owner publishes, so
         # validation checks them and generation's grammar keeps to them, at no privacy cost.
@@ -52,7 +55,8 @@ def demo_contract() -> DataContract:
         c(name="channel", role=Role.CATEGORY,
           allowed=("email", "phone", "chat", "web_form", "social")),
         c(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
-        c(name="created_at", dtype=DType.DATETIME, role=Role.DATETIME),
+        c(name="created_at", dtype=DType.DATETIME, role=Role.DATETIME,
+          earliest=date(2025, 1, 1), latest=date(2026, 12, 31)),
         c(name="message", role=Role.TEXT),
     ))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Literal
 
@@ -41,12 +42,29 @@ class ColumnSpec(BaseModel):
     allowed: tuple[str, ...] | None = None
     # strftime format of a date or datetime column; null means ISO 8601.
     format: str | None = None
+    # Inclusive bounds of a date or datetime column (a datetime by its UTC date): validation
+    # quarantines rows outside them, generation samples only inside them.
+    earliest: date | None = None
+    latest: date | None = None
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"column {self.name!r}: min {self.min} is above max {self.max}")
+        if (self.earliest or self.latest) and self.dtype not in (DType.DATE, DType.DATETIME):
+            raise ValueError(f"column {self.name!r}: earliest/latest need dtype date or "
+                             f"datetime, not {self.dtype}")
+        if self.earliest and self.latest and self.earliest > self.latest:
+            raise ValueError(f"column {self.name!r}: earliest {self.earliest} is after latest "
+                             f"{self.latest}")
         return self
+
+    def date_bounds(self) -> tuple[datetime, datetime] | None:
+        """The first and last instants ``earliest``/``latest`` allow (naive, UTC), or None."""
+        if self.earliest is None and self.latest is None:
+            return None
+        first = datetime.combine(self.earliest or date.min, time.min)
+        return first, datetime.combine(self.latest or date.max, time.max)
 
 
 class DataContract(BaseModel):

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -125,6 +125,24 @@ _FORMS = {"year": r"\d{4}", "decade": r"\d{3}0s", "month": r"\d{4}-(?:0[1-9]|1[0
           "bin": r"-?\d+--?\d+"}
 
 
+def _dated_form(rule: str, spec: ColumnSpec) -> str | None:
+    """A year, decade or month form holding only the values the contract's date bounds allow
+    (a generated "2502-02" parses, but no ticket was written then); None without bounds."""
+    bounds = spec.date_bounds()
+    if bounds is None or rule not in ("year", "decade", "month"):
+        return None
+    first, last = (max(b, datetime(1000, 1, 1)) for b in bounds)  # 4-digit years only
+    if rule == "month":
+        months = range(first.year * 12 + first.month - 1, last.year * 12 + last.month)
+        values = [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in months]
+    elif rule == "year":
+        values = [str(y) for y in range(first.year, last.year + 1)]
+    else:
+        values = [f"{d}s" for d in range(first.year // 10 * 10, last.year // 10 * 10 + 1, 10)]
+    # An open bound spans centuries: the plain form is as good and a far smaller automaton.
+    return "(?:" + "|".join(values) + ")" if len(values) <= 1200 else None
+
+
 def released_specs(config: dict, fields: Iterable[str]) -> list[ColumnSpec]:
     """What each generated field must satisfy, from the training run's config: the contract's
     own spec for a column released as it was; for a generalized one, the forms its rule (and,
@@ -154,7 +172,7 @@ def released_specs(config: dict, fields: Iterable[str]) -> list[ColumnSpec]:
             steps = [rule, *coarser_rules(rule)] if spec.role is Role.QUASI_IDENTIFIER else [rule]
             forms = [re.escape(WITHHELD) if r is None else
                      rf"[^*]{{1,{r.partition(':')[2]}}}\**" if r.startswith("prefix:") else
-                     _FORMS[r.partition(":")[0]] for r in steps]
+                     _dated_form(r, spec) or _FORMS[r.partition(":")[0]] for r in steps]
             specs.append(ColumnSpec(name=spec.name, role=spec.role,
                                     regex="^(?:" + "|".join(forms) + ")$"))
     return specs
@@ -173,6 +191,12 @@ def _meets(value, spec: ColumnSpec) -> bool:
             typed = _TYPED.get(spec.dtype, str)(text)
     except ValueError:
         return False
+    if (bounds := spec.date_bounds()) is not None:
+        moment = typed if isinstance(typed, datetime) else datetime.combine(typed, time.min)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        if not bounds[0] <= moment <= bounds[1]:
+            return False
     numeric = spec.dtype in (DType.INTEGER, DType.FLOAT)
     if numeric and (not math.isfinite(typed) or (spec.min is not None and typed < spec.min)
                     or (spec.max is not None and typed > spec.max)):

@@ -340,7 +340,8 @@ def contract_to_yaml(contract: DataContract, notes: dict[str, str] | None = None
         if spec.name in notes:
             lines.append(f"    # {notes[spec.name]}")
         lines.append(f"    - name: {_scalar(spec.name)}")
-        for key in ("dtype", "role", "nullable", "unique", "format", "regex", "min", "max"):
+        for key in ("dtype", "role", "nullable", "unique", "format", "regex", "min", "max",
+                    "earliest", "latest"):
             value = getattr(spec, key)
             if key in ("dtype", "role", "nullable") or value != getattr(defaults, key):
                 text = value.value if key in bare else _scalar(value)

@@ -142,6 +142,10 @@ def build_suite(contract: DataContract) -> gx.ExpectationSuite:
                 gxe.ExpectColumnValuesToBeBetween(column=col, min_value=spec.min,
                                                   max_value=spec.max)
             )
+        if (bounds := spec.date_bounds()) is not None:  # _run_gx hands GX naive UTC times
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToBeBetween(column=col, min_value=pd.Timestamp(bounds[0]),
+                                                  max_value=pd.Timestamp(bounds[1])))
         if spec.regex:
             suite.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column=col, regex=spec.regex))
         if spec.allowed:
@@ -229,6 +233,10 @@ class Checker:
         return kept.reset_index(drop=True), quarantined.reset_index(drop=True)
 
     def _run_gx(self, typed: pd.DataFrame, reasons: dict[int, list[str]]) -> None:
+        # Date bounds are naive UTC instants; an offset-aware column is compared on that clock.
+        aware = [c for c in typed.columns if isinstance(typed[c].dtype, pd.DatetimeTZDtype)]
+        if aware:
+            typed = typed.assign(**{c: typed[c].dt.tz_convert(None) for c in aware})
         batch = self.batches.get_batch(batch_parameters={"dataframe": typed})
         result = batch.validate(self.suite, result_format={"result_format": "COMPLETE"})
         for res in result.results:
@@ -303,6 +311,8 @@ _HINTS = {
     "field_too_long": "raise ingest.max_field_bytes if such fields are genuine",
     "formula": "set validate.formulas: allow if formulas are genuine content",
     "be_unique": "the source repeats ids",
+    "be_between": "values outside the contract's min/max or earliest/latest: fix the source, "
+                  "or widen the bounds if they are genuine",
 }
 
 

@@ -1,5 +1,6 @@
 import hashlib
 import json
+from datetime import date
 from types import SimpleNamespace
 
 import pandas as pd
@@ -11,7 +12,7 @@ from models.records import RecordCodec
 from models.replay import ReplayIndex
 from models.tokenizer import ByteTokenizer
 from tasks import generate
-from tasks.contract import ColumnSpec, DType
+from tasks.contract import ColumnSpec, DType, Role
 from tasks.errors import GenerationError
 from tasks.generate import (
     GenerateConfig,
@@ -156,7 +157,10 @@ def test_generated_records_meet_the_released_form_of_the_training_contract():
     assert violation(good | {"postcode": "9****", "birth_date": "*"}, specs) is None
     for column, bad in [("rating", 7), ("channel", "fax"), ("created_at", "2025-13"),
                         ("birth_date", "1985-04-01"), ("postcode", "92127"),
-                        ("product", "Pulse")]:
+                        ("product", "Pulse"),
+                        # Well-formed, but outside the contract's earliest/latest.
+                        ("created_at", "2502-02"), ("created_at", "2024-12"),
+                        ("birth_date", "2020s")]:
         assert violation(good | {column: bad}, specs) == f"contract:{column}"
 
 
@@ -217,3 +221,12 @@ def test_a_different_salt_gives_different_digests():
     a = ReplayIndex.build(["one two three four five six seven eight nine"], n=8)
     b = ReplayIndex.build(["one two three four five six seven eight nine"], n=8)
     assert set(a.digests.tolist()).isdisjoint(b.digests.tolist())
+
+
+def test_date_bounds_hold_for_dates_released_as_they_are():
+    spec = ColumnSpec(name="d", dtype=DType.DATETIME, role=Role.DATETIME,
+                      earliest=date(2025, 1, 1), latest=date(2025, 12, 31))
+    assert violation({"d": "2025-12-31T23:59:59"}, [spec]) is None
+    assert violation({"d": "2025-12-31T23:30:00-01:00"}, [spec]) == "contract:d"  # 2026 in UTC
+    assert violation({"d": "2024-12-31T23:59:59"}, [spec]) == "contract:d"
+    assert violation({"d": "2025-06-01"}, [spec.model_copy(update={"latest": None})]) is None

@@ -155,3 +155,33 @@ def test_inferred_contract_validates_public_csvs_privgen_never_saw(tmp_path, nam
     report = outcome.report
     assert report.rows_kept >= report.rows_in - 1  # at most the metadata line is quarantined
     assert report.rows_in == report.rows_kept + report.rows_quarantined
+
+
+def test_dates_outside_the_contracts_bounds_are_quarantined_on_the_utc_date():
+    contract = DataContract(columns=(
+        ColumnSpec(name="id", dtype=DType.INTEGER, role=Role.ID),
+        ColumnSpec(name="born", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER,
+                   earliest="1900-01-01", latest="2010-12-31"),
+        ColumnSpec(name="at", dtype=DType.DATETIME, role=Role.DATETIME,
+                   earliest="2025-01-01", latest="2025-12-31"),
+    ))
+    df = pd.DataFrame({
+        "id": ["1", "2", "3", "4"],
+        "born": ["1980-05-01", "2011-01-01", "1970-01-01", "2010-12-31"],
+        "at": ["2025-03-01T10:00:00+00:00", "2025-03-01T10:00:00+00:00",
+               "2025-12-31T23:30:00-01:00",  # 2026-01-01 on the UTC clock
+               "2025-01-01T00:30:00+01:00"],  # 2024-12-31 UTC
+    })
+    df.insert(0, SOURCE_ROW, range(1, 5))
+    kept, quarantined, report = validate(df, contract)
+    assert kept["id"].tolist() == [1]
+    assert quarantined[REASON].tolist() == ["be_between:born", "be_between:at",
+                                               "be_between:at"]
+    assert report.reasons == {"be_between:at": 2, "be_between:born": 1}
+
+
+def test_date_bounds_need_a_date_column_and_an_order():
+    with pytest.raises(ValueError, match="need dtype date or datetime"):
+        ColumnSpec(name="n", dtype=DType.INTEGER, earliest="2020-01-01")
+    with pytest.raises(ValueError, match="is after latest"):
+        ColumnSpec(name="d", dtype=DType.DATE, earliest="2021-01-01", latest="2020-01-01")
