@@ -198,21 +198,24 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     return result
 
 
+def _numbers(prefix: str, node: Any) -> dict[str, float]:
+    """The finite numbers in a nested result, keyed by their dotted path (texts, lists left
+    out): the MLflow metric names of an evaluation or an audit."""
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in
+                _numbers(f"{prefix}.{key}", child).items()}
+    if isinstance(node, bool | int | float) and math.isfinite(float(node)):
+        return {prefix: float(node)}
+    return {}
+
+
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The numbers of an evaluation as MLflow metric names (lists and texts left out)."""
-    out: dict[str, float] = {"eval.perplexity": result["perplexity"],
-                             "eval.sample_parse_rate": result["sample_parse_rate"]}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(node, bool | int | float) and math.isfinite(float(node)):
-            out[prefix] = float(node)
-
-    walk("eval", result["utility"])
+    out = {"eval.perplexity": result["perplexity"],
+           "eval.sample_parse_rate": result["sample_parse_rate"], **_numbers(
+               "eval", result["utility"])}
     if "audit" in result:
-        walk("audit", {k: v for k, v in result["audit"].items() if k != "verdict"})
+        out |= _numbers("audit", {k: v for k, v in result["audit"].items() if k != "verdict"})
     return out
 
 
@@ -309,7 +312,7 @@ def audit_report_task(columns: dict[str, dict], run_id: str, audit: AuditConfig)
     power = None
     if len(results) == 2:
         power = audit_power.audit_power(results[0], results[1], alpha=audit.power_alpha)
-        tracking.log_metrics(run_id, {k: float(v) for k, v in flat_power(power).items()})
+        tracking.log_metrics(run_id, flat_power(power))
     table = audit_table(columns)
     markdown = ("# Evaluation and privacy audit\n\nThe non-private control is trained on the "
                 "same data and canaries; the audit has power when it flags the control.\n\n"
@@ -332,8 +335,5 @@ def audit_report_task(columns: dict[str, dict], run_id: str, audit: AuditConfig)
 
 def flat_power(power: dict) -> dict[str, float]:
     """The power comparison as MLflow metrics (``audit.power.*``)."""
-    out = {"audit.power.has_power": float(power["has_power"])}
-    for measure in ("canary", "mia"):
-        for k, v in power.get(measure, {}).items():
-            out[f"audit.power.{measure}.{k}"] = float(v)
-    return out
+    return _numbers("audit.power", {k: power[k] for k in ("has_power", "canary", "mia")
+                                    if k in power})
