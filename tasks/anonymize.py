@@ -24,8 +24,17 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import pii, tracking
-from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks.contract import DataContract, Role
 from tasks.errors import ConfigError, PrivacyError
+from tasks.generalize import (
+    Rule,
+    check_rule,
+    class_sizes,
+    coarser_rules,
+    default_rule,
+    generalize,
+    k_anonymize,
+)
 from tasks.ingest import SOURCE_ROW
 from tasks.pii_surrogates import Surrogates
 from tasks.storage import write_json, write_parquet
@@ -57,9 +66,11 @@ class AnonymizeConfig(BaseModel):
 
     # Per-column overrides of the role's default operator.
     operators: dict[str, Operator] = Field(default_factory=dict)
-    # Per-column generalization: "year", "decade", "month", "prefix:N", "bin:W".
-    # Without an entry: dates to their year, strings to a 3-character prefix, numbers to bins of 10.
-    generalize: dict[str, str] = Field(default_factory=dict)
+    # Per-column generalization: "year", "decade", "month", "bin:W", "prefix:N", "mask", or a
+    # declared hierarchy {hierarchy: {group: [values]}} (see tasks.generalize). Without an
+    # entry: dates to their year, numbers to bands of 10, text to a 3-character prefix when its
+    # regex fixes a longer length, else withheld.
+    generalize: dict[str, Rule] = Field(default_factory=dict)
     # Presidio entity of each identifier column, for the placeholder that replaces it in text.
     entities: dict[str, str] = Field(default_factory=dict)
     # A spaCy pipeline installed as a package; privgen never downloads one.
@@ -176,42 +187,16 @@ def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
     return pd.Series(table[codes], index=values.index, dtype="string")
 
 
-def default_rule(spec: ColumnSpec) -> str:
-    return {DType.DATE: "year", DType.DATETIME: "year", DType.INTEGER: "bin:10",
-            DType.FLOAT: "bin:10"}.get(spec.dtype, "prefix:3")
-
-
-def generalize(values: pd.Series, spec: ColumnSpec, rule: str | None) -> pd.Series:
-    rule = rule or default_rule(spec)
-    name, _, arg = rule.partition(":")
-    if name in ("year", "decade", "month"):
-        dates = pd.to_datetime(values, errors="coerce")
-        if name == "year":
-            out = dates.dt.year.astype("Int64").astype("string")
-        elif name == "decade":
-            out = (dates.dt.year // 10 * 10).astype("Int64").astype("string") + "s"
-        else:
-            out = dates.dt.strftime("%Y-%m")
-        return out.astype("string")
-    if name == "prefix" and arg.isdigit():
-        n = int(arg)
-        return values.astype("string").map(
-            lambda v: v[:n] + "*" * max(len(v) - n, 0) if isinstance(v, str) else v
-        ).astype("string")
-    if name == "bin" and arg.isdigit():
-        w = int(arg)
-        lo = (pd.to_numeric(values, errors="coerce") // w * w).astype("Int64")
-        return (lo.astype("string") + "-" + (lo + w - 1).astype("string")).astype("string")
-    raise ConfigError(
-        f"anonymize.generalize.{spec.name}: unknown rule {rule!r}; "
-        "use year, decade, month, prefix:N or bin:W"
-    )
-
-
 def operators_for(contract: DataContract, cfg: AnonymizeConfig) -> dict[str, Operator]:
     unknown = sorted(set(cfg.operators) - set(contract.names))
     if unknown:
         raise ConfigError(f"anonymize.operators: {', '.join(unknown)} not in the data contract")
+    unknown = sorted(set(cfg.generalize) - set(contract.names))
+    if unknown:
+        raise ConfigError(f"anonymize.generalize: {', '.join(unknown)} not in the data contract")
+    for spec in contract.columns:
+        if spec.name in cfg.generalize:
+            check_rule(spec, cfg.generalize[spec.name])
     return {c.name: cfg.operators.get(c.name, DEFAULT_OPERATORS.get(c.role, Operator.KEEP))
             for c in contract.columns}
 
@@ -289,77 +274,6 @@ def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex,
     return found
 
 
-WITHHELD = "*"  # a quasi-identifier generalized all the way: the value is not released
-
-
-def coarser_rules(rule: str) -> list[str | None]:
-    """The generalization steps after ``rule``, ending in None (the value withheld)."""
-    name, _, arg = rule.partition(":")
-    steps: list[str | None] = []
-    if name in ("month", "year"):
-        steps = ["year", "decade"][1 if name == "year" else 0 :]
-    elif name == "prefix" and arg.isdigit():
-        steps = [f"prefix:{n}" for n in range(int(arg) - 1, 0, -1)]
-    elif name == "bin" and arg.isdigit():
-        steps = [f"bin:{int(arg) * 2}", f"bin:{int(arg) * 4}"]
-    return [*steps, None]
-
-
-def class_sizes(out: pd.DataFrame, quasi: list[str]) -> pd.Series:
-    """Per row, how many rows share its quasi-identifier values (its equivalence class)."""
-    ids = out.groupby(quasi, dropna=False, sort=False).ngroup()
-    return ids.map(ids.value_counts())
-
-
-def k_anonymize(out: pd.DataFrame, raw: pd.DataFrame, ladders: dict[str, list[str | None]],
-                specs: dict[str, ColumnSpec], k: int,
-                generalize_first: bool = True) -> tuple[pd.DataFrame, pd.Series, int]:
-    """Make every equivalence class over the quasi-identifiers (the keys of ``ladders``) hold
-    at least ``k`` rows: coarsen one column one step (from ``raw``) for the rows of small
-    classes only; repeat while that helps; mark the rest for suppression.
-
-    Returns (the frame with coarsened values, a mask of the rows to suppress, how many rows
-    were coarsened). Coarsening touches only rows of small classes, so a class that already
-    holds k rows never shrinks (local recoding, as in Sweeney's Datafly but per class)."""
-    quasi = list(ladders)
-    out = out.copy()
-    level = pd.DataFrame(0, index=out.index, columns=quasi)
-    touched = pd.Series(False, index=out.index)
-
-    def step(col: str, rows: pd.Index) -> pd.Series:
-        levels = level.loc[rows, col] + 1
-        values = pd.Series(WITHHELD, index=rows, dtype="string")
-        for lv, idx in levels.groupby(levels).groups.items():
-            rule = ladders[col][lv - 1]
-            if rule is not None:
-                values[idx] = generalize(raw.loc[idx, col], specs[col], rule)
-        return values
-
-    while generalize_first:
-        small = class_sizes(out[quasi], quasi) < k
-        # Rows of small classes only ever merge with each other: fewer than k of them can
-        # never form a class of k, so they are suppressed rather than generalized for nothing.
-        if small.sum() < k:
-            break
-        # Datafly's choice: the column with the most distinct values among those rows is the
-        # one that splits them most; coarsening it first keeps the other columns exact. On a
-        # tie, the column with more steps left loses less in one step.
-        open_cols = {col: out.loc[small & (level[col] < len(ladders[col])), col]
-                     for col in quasi}
-        open_cols = {col: v for col, v in open_cols.items() if len(v)}
-        if not open_cols:
-            break
-        col = max(open_cols, key=lambda c: (open_cols[c].nunique(dropna=False),
-                                            len(ladders[c]) - level.loc[open_cols[c].index,
-                                                                        c].max()))
-        values = step(col, open_cols[col].index)
-        out.loc[values.index, col] = values
-        level.loc[values.index, col] += 1
-        touched[values.index] = True
-    suppress = class_sizes(out[quasi], quasi) < k
-    return out, suppress, int((touched & ~suppress).sum())
-
-
 def l_diversity(out: pd.DataFrame, quasi: list[str], sensitive: str,
                 min_distinct: int) -> pd.DataFrame:
     """Equivalence classes whose ``sensitive`` column holds fewer than ``min_distinct`` (l)
@@ -393,6 +307,11 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
             out[col], found, written = scrub_texts(df[col], df, contract, cfg, index, key)
             counts.update(found)
             surrogates |= written
+        elif spec.role is Role.QUASI_IDENTIFIER:
+            # Kept as text: k-anonymity may coarsen some of its rows to a band or "*", and a
+            # column holding both must not be an integer column (issue 12: a crash there
+            # printed the column's values).
+            out[col] = df[col].astype("string")
         else:
             out[col] = df[col]
     # Pseudonyms are hex digests by construction; scanning them only yields false alarms.

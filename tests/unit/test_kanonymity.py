@@ -10,7 +10,7 @@ KEY = Key(b"k" * 32, "test-key")
 CONTRACT = DataContract(columns=(
     ColumnSpec(name="patient_id", role=Role.ID),
     ColumnSpec(name="birth_date", dtype=DType.DATE, role=Role.QUASI_IDENTIFIER),
-    ColumnSpec(name="postcode", role=Role.QUASI_IDENTIFIER),
+    ColumnSpec(name="postcode", role=Role.QUASI_IDENTIFIER, regex=r"^\d{5}$"),
     ColumnSpec(name="diagnosis", role=Role.SENSITIVE),
 ))
 CFG = AnonymizeConfig(generalize={"birth_date": "decade", "postcode": "prefix:3"}, k=5)
