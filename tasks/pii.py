@@ -38,16 +38,19 @@ from tasks.pii_names import (
     needs_ner,
 )
 from tasks.pii_recognizers import (
+    GATE_ENTITIES,
     PATTERNS,
     PHONE_REGIONS,
     Span,
+    gate_spans,
     pattern_recognizers,
     pattern_spans,
 )
 
 __all__ = [
-    "PHONE_REGIONS", "PLACEHOLDERS", "IdentifierIndex", "RowPattern", "Span", "find_pii",
-    "first_names", "last_names", "merge_spans", "name_spans", "ner_pipeline", "pattern_spans",
+    "GATE_ENTITIES", "PHONE_REGIONS", "PLACEHOLDERS", "IdentifierIndex", "RowPattern", "Span",
+    "find_pii", "first_names", "gate_spans", "last_names", "merge_spans", "name_spans",
+    "ner_pipeline", "pattern_spans",
     "placeholder", "replace_spans", "row_pattern", "row_spans",
 ]
 
@@ -62,6 +65,9 @@ PLACEHOLDERS = {
     "URL": "<URL>",
     "LOCATION": "<LOCATION>",
     "DATE_TIME": "<DATE>",
+    "STREET_ADDRESS": "<ADDRESS>",
+    "POSTCODE": "<POSTCODE>",
+    "DRIVER_LICENSE": "<DRIVER_LICENSE>",
 }
 LANGUAGE = "en"
 # Recognizers whose findings are the data's own identifiers: never allowed away, whatever entity

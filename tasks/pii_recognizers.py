@@ -14,6 +14,8 @@ from functools import partial
 import phonenumbers
 from presidio_analyzer import LocalRecognizer, RecognizerResult
 
+from tasks import pii_addresses
+
 
 @dataclass(frozen=True)
 class Span:
@@ -61,6 +63,7 @@ class SpanRecognizer(LocalRecognizer):
 _BEFORE = 40
 _NOT_AN_ADDRESS = re.compile(r"\b(?:v|version|build|release|firmware|kernel|ver\.?)\s*$|\w/$",
                              re.IGNORECASE)
+# Generic domains a URL without a scheme may end in (e-mail addresses take any domain).
 _GTLDS = frozenset((
     "com", "org", "net", "edu", "gov", "mil", "int", "info", "biz", "name", "pro", "io", "co", "me",
     "app", "dev", "ai", "online", "site", "xyz", "email", "mail", "shop", "store", "tech", "cloud",
@@ -68,11 +71,20 @@ _GTLDS = frozenset((
 ))
 
 
+# An e-mail address may end in any of the 1,400+ delegated domains, new generic ones (".london",
+# ".photography"), internationalized ones (".рф", ".中国") and their punycode ("xn--p1ai"), so
+# the domain is not checked against a list (Presidio's EmailRecognizer asks tldextract, which
+# fetches the public-suffix list over the network on first use). What "x@y.z" takes that is no
+# address is a file name: retina images ("logo@2x.png") and assets.
+_TLD = r"(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})"
+_FILE_EXTENSIONS = frozenset((
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "css", "js", "ts",
+    "json", "html", "htm", "xml", "txt", "pdf", "md", "py", "exe", "dll", "so", "jar", "lock",
+))
+
+
 def _tld_ok(tld: str) -> bool:
-    # Two letters are almost always a country domain; longer ones must be a common generic one.
-    # Presidio's EmailRecognizer asks tldextract instead, which fetches the public-suffix list
-    # over the network on first use.
-    return len(tld) == 2 or tld.casefold() in _GTLDS
+    return tld.casefold() not in _FILE_EXTENSIONS
 
 
 def _email_ok(m: re.Match, text: str) -> bool:
@@ -139,11 +151,15 @@ _MAESTRO = ("5018", "5020", "5038", "56", "57", "58", "6304", "6390", "6759", "6
 def _card_ok(m: re.Match, text: str) -> bool:
     number = digits(m.group())
     # Issuer prefixes: 2-series and 5x Mastercard (Presidio's CreditCardRecognizer misses the
-    # 2221–2720 range), 3x Amex/Diners/JCB, 4 Visa, 6 Discover/Maestro; only Maestro issues
-    # cards as short as 12 digits.
+    # 2221–2720 range), 3x Amex/Diners/JCB, 4 Visa, 6 Discover/Maestro/UnionPay, and the
+    # 15-digit JCB ranges 1800 and 2131; only Maestro issues cards as short as 12 digits.
+    if not _luhn(number):
+        return False
     if len(number) == 12:
-        return number.startswith(_MAESTRO) and _luhn(number)
-    return 13 <= len(number) <= 19 and number[0] in "23456" and _luhn(number)
+        return number.startswith(_MAESTRO)
+    if number.startswith(("1800", "2131")):
+        return len(number) == 15
+    return 13 <= len(number) <= 19 and number[0] in "23456"
 
 
 # Length of the IBAN of each country in the SWIFT IBAN registry.
@@ -163,14 +179,18 @@ def _mod97(iban: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
-def _iban_end(m: re.Match) -> int | None:
+def _iban_end(m: re.Match, text: str) -> int | None:
     """End offset of the checksum-valid IBAN at the start of the match (spaced groups allowed):
     the registry length of its country, else the whole match (a country or length the table
     does not know still passes or fails the checksum). Presidio's IbanRecognizer also demands
     each country's BBAN format, so a checksum-valid number of another length (Faker's en_GB
-    IBANs, 21 characters, are such) stays unscrubbed; for scrubbing, the checksum is enough."""
-    text = m.group().rstrip()
+    IBANs, 21 characters, are such) stays unscrubbed; for scrubbing, the checksum is enough.
+    Written in lower case ("iban de44 5001 …") it is the same number; then only a country the
+    registry knows counts, as lower-case words and digits are commoner than upper-case ones."""
+    text = m.group().rstrip().upper()
     length = _IBAN_LENGTH.get(text[:2])
+    if length is None and not m.group()[:2].isupper():
+        return None
     if length is not None:
         ends = [i + 1 for i, c in enumerate(text) if c != " "]
         if len(ends) >= length and _mod97(text[: ends[length - 1]].replace(" ", "")):
@@ -178,13 +198,38 @@ def _iban_end(m: re.Match) -> int | None:
     return m.start() + len(text) if _mod97(text.replace(" ", "")) else None
 
 
-_PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|call|ring|fax|whats ?app|sms|"
-                            r"text|contact|reach|dial|(?:my|her|his|your|their|our|new|callback) "
-                            r"number)\b[^\n]{0,50}$", re.IGNORECASE)
+_PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|mobile|mob|cell|call|ring|fax|whats ?app|"
+                            r"sms|text|contact|reach|dial|ph|landline|hotline|voicemail|tlf|"
+                            r"telefon|(?:my|her|his|your|their|our|new|callback|phone) "
+                            r"(?:number|no))\b[^\n]{0,50}$", re.IGNORECASE)
+# Words a number is written glued to ("tel415-555-0129", "mobile07700900777",
+# "whatsapp+4915112345678", "Tel.+49 …"): the match may start right after them.
+_GLUED_TO = ("tel", "tel.", "tel:", "phone", "mobile", "mob", "mob.", "cell", "fax", "ph", "ph.",
+             "whatsapp", "tlf", "telefon", "call", "sms")
+_PHONE_START = "(?:(?<![\\w+./-])|" + "|".join(
+    f"(?<=(?i:{re.escape(w)}))" for w in _GLUED_TO) + ")"
+# An extension after the number: "x209", "ext. 31", "ext 4", "extension 12", "#12".
+_EXTENSION = re.compile(r"\s{0,2},?\s{0,2}(?:x|ext\.?|extn\.?|extension|#)\s{0,2}\d{1,6}(?!\w)",
+                        re.IGNORECASE)
 # National numbers are tried against these number plans; international ones carry their own.
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PL", "SE", "DK",
                  "NO", "FI", "IE", "PT", "CZ", "TR", "IN", "BR", "MX", "AU", "NZ", "CA", "JP",
                  "CN", "ZA", "NG", "SG")
+
+
+def _phone_end(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) -> int | None:
+    """End of the phone number at ``m`` with its extension, or None when it is no number."""
+    if not _phone_ok(m, text, regions):
+        return None
+    ext = _EXTENSION.match(text, m.end())
+    return ext.end() if ext else m.end()
+
+
+def _international(raw: str) -> bool:
+    try:  # the library reads "+33 (0)5 …" and "(+33) 6 …" itself
+        return phonenumbers.is_possible_number(phonenumbers.parse(raw, None))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) -> bool:
@@ -198,17 +243,18 @@ def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
     groups = [g for g in re.split(r"[^\d]+", raw) if g]
     context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 60) : m.start()]))
     if raw.startswith(("+", "(+", "00")):
-        try:  # the library reads "+33 (0)5 …" and "(+33) 6 …" itself
-            parsed = phonenumbers.parse("+" + raw[2:] if raw.startswith("00") else raw, None)
-        except phonenumbers.NumberParseException:
-            return False
-        return phonenumbers.is_possible_number(parsed)
+        return _international("+" + raw[2:] if raw.startswith("00") else raw)
+    # 011 is how North America dials abroad ("011 44 20 7946 0958"); no national number there
+    # starts with 0 or 1.
+    if raw.startswith("011") and len(number) >= 12 and _international("+" + number[3:]):
+        return True
     if "." in raw and min(map(len, re.split(r"[^\d]+", raw.split(".", 1)[1]))) < 2:
         return False  # 10.0.19045 is a version, not 100 190 45
     # A bare digit run is an order number until a word says otherwise or it starts with the
     # trunk prefix 0 most countries dial; a formatted one needs the length or the grouping of a
     # real number plan (2005-2024 is a range of years).
-    if len(groups) == 1 and not (context or (raw[0] == "0" and 10 <= len(number) <= 11)):
+    if len(groups) == 1 and not (context or (raw[0] == "0" and 10 <= len(number) <= 11)
+                                 or _nanp(number)):
         return False
     if not (context or len(number) >= 9 or len(groups) >= 3):
         return False
@@ -219,6 +265,16 @@ def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
         except phonenumbers.NumberParseException:
             continue
     return False
+
+
+def _nanp(number: str) -> bool:
+    """Ten digits (or 1 and ten) that the North American plan assigns: an area code and an
+    exchange in service, which a random order number mostly is not."""
+    if len(number) == 11 and number[0] == "1":
+        number = number[1:]
+    if len(number) != 10:
+        return False
+    return phonenumbers.is_valid_number(phonenumbers.parse(number, "US"))
 
 
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
@@ -234,19 +290,32 @@ def _date_ok(m: re.Match, text: str) -> bool:
 
 @dataclass(frozen=True)
 class ValidatedPattern:
+    """A candidate regex and its check. ``validate(match, text)`` says whether the match is the
+    entity, or returns where it ends (an IBAN's registry length, a phone's extension); a match
+    with a group named ``v…`` reports that group (the number after "DL#"), not its label."""
+
     entity: str
     regex: re.Pattern
-    validate: Callable[[re.Match, str], bool] | None = None
+    validate: Callable[[re.Match, str], bool | int | None] | None = None
     strict: bool = True  # checksum-grade: safe to gate on (see ``pattern_spans``)
+
+    def span(self, m: re.Match, text: str) -> tuple[int, int] | None:
+        start, end = pii_addresses.value_span(m)
+        if self.validate is None:
+            return start, end
+        ok = self.validate(m, text)
+        if ok is None or ok is False:
+            return None
+        return start, (end if ok is True else ok)
 
 
 PATTERNS = (
     ValidatedPattern("EMAIL_ADDRESS", re.compile(
-        r"(?<![\w.+'-])[\w.+'-]+@(?:[\w-]+\.)+(?P<tld>[A-Za-z]{2,24})(?![\w-])"), _email_ok),
+        rf"(?<![\w.+'-])[\w.+'-]+@(?:[\w-]+\.)+{_TLD}(?![\w-])"), _email_ok),
     # "john [at] example dot com", "john(at)example(dot)com", "john at example dot com".
     ValidatedPattern("EMAIL_ADDRESS", re.compile(
         rf"(?<![\w.+-])(?P<local>[\w.+-]+)(?P<at>{_AT})(?P<rest>(?:[\w-]+{_DOT})+)"
-        r"(?P<tld>[A-Za-z]{2,24})(?![\w-])", re.IGNORECASE), _obfuscated_email_ok, strict=False),
+        rf"{_TLD}(?![\w-])", re.IGNORECASE), _obfuscated_email_ok, strict=False),
     # A scheme, "www." or a path: Presidio's UrlRecognizer also takes bare domains ("met at
     # home.com") and the halves of an e-mail address ("jane.do", "mail.de").
     ValidatedPattern("URL", re.compile(
@@ -263,10 +332,16 @@ PATTERNS = (
         r"(?![\d]|[- ]\d)"), _ssn_ok),
     ValidatedPattern("CREDIT_CARD", re.compile(r"(?<![\w+-])\d(?:[ -]?\d){11,18}(?![\d-])"),
                      _card_ok),
-    ValidatedPattern("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}")),
+    ValidatedPattern("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}",
+                                             re.IGNORECASE), _iban_end),
+    # An "x" may follow the last digit: "555-201-7788x209" (the extension, see _phone_end).
     ValidatedPattern("PHONE_NUMBER", re.compile(
-        r"(?<![\w+./-])(?:\+|00|\(\+?)?\d(?:[\d ()\-/]|\.(?=\d)){5,22}\d(?!\w|[.-]\d)"), _phone_ok,
-        strict=False),
+        rf"{_PHONE_START}(?:\+|00|\(\+?)?\d(?:[\d ()\-/]|\.(?=\d)){{5,22}}\d"
+        r"(?!(?!x\d)\w|[.-]\d)"), _phone_end, strict=False),
+    ValidatedPattern("STREET_ADDRESS", pii_addresses.STREET_ADDRESS, strict=False),
+    ValidatedPattern("POSTCODE", pii_addresses.POSTCODE, strict=False),
+    ValidatedPattern("DRIVER_LICENSE", pii_addresses.DRIVER_LICENSE,
+                     pii_addresses.driver_license_ok, strict=False),
     # Calendar dates only ("4 April 1985", "02/04/85"): Presidio's DateRecognizer also takes
     # times and bare years, which are no personal data.
     ValidatedPattern("DATE_TIME", re.compile(
@@ -277,9 +352,16 @@ PATTERNS = (
         rf"|\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d\b"), _date_ok,
         strict=False),
 )
-# A date, card or IBAN also looks like a phone number; the more specific finding wins.
+# A date, card, IBAN, ZIP+4 or licence number also looks like a phone number; the more
+# specific finding wins.
 SPECIFIC = frozenset({"CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "DATE_TIME",
-                      "EMAIL_ADDRESS", "URL"})
+                      "EMAIL_ADDRESS", "URL", "STREET_ADDRESS", "POSTCODE", "DRIVER_LICENSE"})
+# What the output gate looks for in scrubbed text, whatever the scrubber was told to remove:
+# every pattern-found kind that points at one person. Dates and URLs are left to the scrubber's
+# configuration (a release date or a product page is no one's), names to NER.
+GATE_ENTITIES = frozenset({"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
+                           "US_SSN", "IP_ADDRESS", "STREET_ADDRESS", "POSTCODE",
+                           "DRIVER_LICENSE"})
 
 
 def match_patterns(text: str, patterns: Iterable[ValidatedPattern]) -> list[Span]:
@@ -287,13 +369,12 @@ def match_patterns(text: str, patterns: Iterable[ValidatedPattern]) -> list[Span
     for p in patterns:
         pos = 0
         while m := p.regex.search(text, pos):
-            end = _iban_end(m) if p.entity == "IBAN_CODE" else (
-                m.end() if p.validate is None or p.validate(m, text) else None)
-            if end is None:  # "andrés at jo.doe [at] x.com": retry inside a rejected match
+            span = p.span(m, text)
+            if span is None:  # "andrés at jo.doe [at] x.com": retry inside a rejected match
                 pos = m.start() + 1
                 continue
-            spans.append(Span(m.start(), end, p.entity))
-            pos = end
+            spans.append(Span(span[0], span[1], p.entity))
+            pos = max(span[1], m.start() + 1)
     return spans
 
 
@@ -306,6 +387,17 @@ def pattern_spans(text: str) -> list[Span]:
     recognizers directly, not through an AnalyzerEngine, because it runs on every cell the
     pipeline writes and the engine's per-call bookkeeping would double its cost."""
     return match_patterns(text, _STRICT)
+
+
+def gate_spans(text: str) -> list[Span]:
+    """Every ``GATE_ENTITIES`` finding of the scrubber's own patterns, none switched off: the
+    output gate on scrubbed text. A phone-like span inside a more specific finding (a date, a
+    URL) is dropped, as the scrubber's phone recognizer yields to it."""
+    spans = match_patterns(text, PATTERNS)
+    specific = [s for s in spans if s.entity in SPECIFIC]
+    return [s for s in spans if s.entity in GATE_ENTITIES and not (
+        s.entity == "PHONE_NUMBER"
+        and any(o.start < s.end and s.start < o.end for o in specific))]
 
 
 class ValidatedPatternRecognizer(SpanRecognizer):
@@ -327,7 +419,7 @@ def pattern_recognizers(entities: Iterable[str], phone_regions: Sequence[str] = 
     by_entity: dict[str, list[ValidatedPattern]] = {}
     for p in PATTERNS:
         if p.entity == "PHONE_NUMBER" and tuple(phone_regions) != PHONE_REGIONS:
-            p = ValidatedPattern(p.entity, p.regex, partial(_phone_ok, regions=phone_regions),
+            p = ValidatedPattern(p.entity, p.regex, partial(_phone_end, regions=phone_regions),
                                  p.strict)
         if p.entity in wanted:
             by_entity.setdefault(p.entity, []).append(p)
