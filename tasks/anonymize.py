@@ -312,8 +312,9 @@ def residual_kinds(out: pd.DataFrame, index: pii.IdentifierIndex,
         for v in out[col].dropna().astype(str):
             cell = {s.entity for s in index.find(v)}
             cell |= {s.entity for s in scan(v) if v[s.start : s.end] not in surrogates}
-            kinds.update(cell)
-            kinds["cells"] += bool(cell)
+            if cell:
+                kinds.update(cell)
+                kinds["cells"] += 1
         if kinds:
             found[col] = kinds
     return found
@@ -375,8 +376,8 @@ def anonymize(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig,
     if residual:
         # Kinds and counts only: never a value.
         where = "; ".join(
-            f"{c} ({found['cells']} cells: "
-            f"{', '.join(sorted(k for k in found if k != 'cells'))})" for c, found in kinds.items())
+            f"{c} ({found['cells']} cells) with "
+            f"{', '.join(sorted(k for k in found if k != 'cells'))}" for c, found in kinds.items())
         raise PrivacyError(
             f"anonymize: personal data survived scrubbing in {where}; the output was not "
             "written. Scrub these kinds (anonymize.text_entities), add a pattern under "
