@@ -264,6 +264,26 @@ def _propose(col: _Column, rows: int) -> tuple[ColumnSpec, str]:
     return ColumnSpec(**spec), "; ".join(notes)
 
 
+def _header_is_data(cols: dict[str, _Column]) -> bool:
+    """Whether the first line reads as a record: in more columns than not, its cell (the
+    column's name) is a value like the column's own (a ``0`` heading a 0/1 label column, a
+    category that occurs below it, a sentence heading free text), as csv.Sniffer.has_header
+    votes."""
+    votes = 0
+    for name, col in cols.items():
+        dtype = col.dtype()[0]
+        if col.counts is not None and name in col.counts:
+            votes += 1  # "spam" heading a column of "ham" and "spam"
+        elif dtype is DType.STRING and col.total_len / max(col.values, 1) > 40:
+            votes += 1 if len(name) > 40 or name.count(" ") >= 4 else 0
+        elif dtype in (DType.INTEGER, DType.FLOAT):
+            votes += 1 if re.match(_FLOAT, name.strip()) else -1
+        elif dtype in (DType.DATE, DType.DATETIME):
+            votes += 1 if re.match(_DATEISH, name.strip()) or re.match(
+                _DATETIME, name.strip()) else -1
+    return votes > 0
+
+
 def infer(path: Path, cfg: IngestConfig) -> Inference:
     """Read ``path`` once (in chunks) and propose a contract that validates it."""
     cfg = cfg.model_copy(update={"path": Path(path)})
@@ -272,14 +292,24 @@ def infer(path: Path, cfg: IngestConfig) -> Inference:
     cols = {n: _Column(n) for n in names}
     rows = total = 0
     markers = pa.array(candidates, pa.string())
+    swallowed = 0
     for table in chunks:
         readable = table.filter(pc.is_null(table[INGEST_ERROR]))
         rows += readable.num_rows
         total += table.num_rows
+        swallowed += pc.sum(pc.equal(table[INGEST_ERROR], "unbalanced_quote")).as_py() or 0
         for n in names:
             cols[n].see(readable[n].combine_chunks(), markers)
-    if cfg.header and detected.get("format") in ("csv", "tsv") and total and rows < total / 2:
-        # Most lines disagree with the first one: it is not a header (or not only one).
+    delimited = detected.get("format") in ("csv", "tsv")
+    if delimited and swallowed and cfg.quoting == "auto":
+        # Quotes opened fields that never closed where the sample did not show it: the file
+        # uses quotes as data, so propose reading it that way if every line then reads.
+        plain = infer(path, cfg.model_copy(update={"quoting": "none"}))
+        if plain.rows >= rows:
+            return plain
+    if cfg.header and delimited and total and (rows < total / 2 or _header_is_data(cols)):
+        # Most lines disagree with the first one, or the first line holds the same kind of
+        # values as its columns: it is not a header (or not only one).
         return infer(path, cfg.model_copy(update={"header": False}))
     # A marker is missing data where it sits in a column that is otherwise numbers or dates;
     # "?" never is a value in practice (the UCI archive's convention).
@@ -291,9 +321,13 @@ def infer(path: Path, cfg: IngestConfig) -> Inference:
             if m not in adopted:
                 c.absorb(m, k)
     proposals = [_propose(cols[n], rows) for n in names]
-    ingest = {"path": str(path)}
-    if detected.get("format") in ("csv", "tsv"):
+    # The format as read, so that the next command reads the file the same way whatever its
+    # extension (a UCI ".data" file is told from its content only).
+    ingest = {"path": str(path), "format": detected.get("format", cfg.format)}
+    if delimited:
         ingest["delimiter"] = detected["delimiter"]
+        if detected.get("quoting") == "none" and cfg.quotechar is not None:
+            ingest["quoting"] = "none"
         if detected.get("skipinitialspace"):
             ingest["skipinitialspace"] = True
         if not cfg.header:

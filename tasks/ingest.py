@@ -25,8 +25,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from tasks import sources, tracking
+from tasks import sources, sources_sql, tracking
 from tasks.errors import InputError
+from tasks.sniff import format_from_content
 from tasks.sources import INGEST_ERROR, META, RAW, REASON, SOURCE_LINE, SOURCE_ROW, Opened
 from tasks.storage import atomic_write, file_digest
 
@@ -65,7 +66,8 @@ class IngestConfig(BaseModel):
 
     # The shipped demo data, so `privgen run` works with no config at all.
     path: Path = Path("data/demo/tickets.csv")
-    # "auto" picks the reader from the file extension (.csv, .tsv, .jsonl, .parquet, .gz).
+    # "auto" picks the reader from the file extension (.csv, .tsv, .jsonl, .parquet, .gz), or
+    # from the content when the extension says nothing (.data, .dat, none).
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
     # A database instead of a file: set this and path is not read.
     sql: SqlSource | None = None
@@ -76,6 +78,12 @@ class IngestConfig(BaseModel):
     # CSV dialect; null means detected from the first 64 KiB.
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)
     quotechar: str | None = Field(default='"', min_length=1, max_length=1)
+    # "fields": quotechar quotes fields (RFC 4180); "none": quotes are data and every line
+    # break ends a record (tab-separated message exports, review sentences); "auto": fields,
+    # unless the first MiB reads better with quotes as data (a quote opening a field that
+    # never closes there). A record that swallowed lines which each read as a record is
+    # quarantined line by line as unbalanced_quote, so rows in always count the lines.
+    quoting: Literal["auto", "fields", "none"] = "auto"
     escapechar: str | None = Field(default=None, min_length=1, max_length=1)
     skipinitialspace: bool | None = None
     header: bool = True
@@ -102,19 +110,33 @@ class IngestResult:
     detected: dict[str, Any] = field(default_factory=dict)
 
 
-def _detect_format(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl",
+               ".ndjson": "jsonl"}
+
+# Formats privgen does not read: refused by name rather than misread as delimited text.
+_FOREIGN = {".xlsx", ".xlsm", ".xls", ".ods", ".zip", ".pdf", ".json", ".xml", ".sav",
+            ".sas7bdat", ".dta", ".feather", ".arrow", ".db", ".sqlite", ".h5", ".pkl"}
+
+
+def detect_format(path: Path, cfg: IngestConfig) -> str:
+    """The configured format, else the extension's, else the content's (UCI ``.data`` files,
+    ``.txt`` exports, no extension): Parquet by its magic number, JSON Lines by a first line
+    that is a JSON object, any other text as delimited. Bytes that are no text are refused,
+    naming what they look like."""
+    if cfg.format != "auto":
+        return cfg.format
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     ext = suffixes[-1] if suffixes else ""
-    formats = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
-               ".jsonl": "jsonl", ".ndjson": "jsonl"}
-    if ext not in formats:
-        raise InputError(
-            f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
-            "use .csv, .tsv, .parquet or .jsonl, or set ingest.format"
-        )
-    return formats[ext]
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    if ext in _FOREIGN:
+        raise InputError(f"{path}: cannot tell the format of {ext} files, which privgen does "
+                         "not read; export the data as CSV, TSV, JSON Lines or Parquet, or set "
+                         "ingest.format if it is one of those")
+    try:
+        return format_from_content(sources.head_bytes(path, cfg))
+    except ValueError as exc:
+        raise sources.not_text(path, str(exc)) from None
 
 
 def check_path(path: Path, cfg: IngestConfig) -> Path:
@@ -153,10 +175,10 @@ def check_path(path: Path, cfg: IngestConfig) -> Path:
 def open_source(cfg: IngestConfig) -> Opened:
     """The configured source, opened: its columns and a stream of raw string chunks."""
     if cfg.sql is not None:
-        return sources.read_sql(cfg.sql, cfg)
+        return sources_sql.read_sql(cfg.sql, cfg)
     path = Path(cfg.path)
     check_path(path, cfg)
-    fmt = _detect_format(path, cfg.format)
+    fmt = detect_format(path, cfg)
     if fmt == "parquet":
         return sources.read_parquet(path, cfg)
     if fmt == "jsonl":
@@ -203,7 +225,7 @@ def records(cfg: IngestConfig) -> tuple[list[str], Iterator[pa.Table], dict[str,
 
 
 # Reasons ingest gives a record it could not split; a replay parses its raw text again.
-_REPARSE = ("ragged_row", "bad_csv", "bad_json", "not_an_object")
+_REPARSE = ("ragged_row", "bad_csv", "unbalanced_quote", "bad_json", "not_an_object")
 
 
 def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],

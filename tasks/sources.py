@@ -1,4 +1,5 @@
-"""Source readers: CSV/TSV, JSONL, Parquet and SQL, streamed as chunks of string columns.
+"""Source readers: CSV/TSV, JSONL and Parquet files (SQL in tasks/sources_sql.py), streamed as
+chunks of string columns.
 
 Every reader yields Arrow tables holding the data columns as strings plus, per record, the
 physical line it starts on (files with lines) and, for a record that cannot be split into the
@@ -12,9 +13,7 @@ import csv
 import difflib
 import gzip
 import io
-import itertools
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,12 +26,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
 from tasks.errors import InputError
+from tasks.sniff import (
+    GZIP_MAGIC,
+    binary_kind,
+    lines_stand_alone,
+    quotes_are_data,
+    sep_directive,
+    sniff_delimiter,
+    split_line,
+)
 
 if TYPE_CHECKING:
-    from tasks.ingest import IngestConfig, SqlSource
+    from tasks.ingest import IngestConfig
 
 SOURCE_ROW = "_source_row"  # 1-based record number in the source, kept for quarantine reports
 SOURCE_LINE = "_source_line"  # 1-based physical line the record starts on; null without lines
@@ -41,8 +48,8 @@ RAW = "_raw"  # that record's raw text, so a replay can parse it again after a f
 META = (SOURCE_ROW, SOURCE_LINE, INGEST_ERROR, RAW)
 REASON = "_reason"  # in quarantine: why each row is there, "kind:column" codes joined by "; "
 
-DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 1 << 16
+QUOTE_SAMPLE_BYTES = 1 << 20  # ~0.1 s of the csv module, twice
 # Rows longer than an Arrow block fail the fast reader; the exact reader then takes over.
 BLOCK_BYTES = 1 << 22
 
@@ -92,12 +99,34 @@ class _Tap(io.RawIOBase):
 
 
 def open_bytes(path: Path, cfg: IngestConfig, quote: str | None = None) -> tuple[_Tap, Any]:
-    """The file's (decompressed) bytes behind a tap; returns (tap, buffered reader)."""
+    """The file's (decompressed) bytes behind a tap; returns (tap, buffered reader).
+
+    gzip is told by its magic number, not the name: a ``.gz`` that is not compressed reads as
+    it is, and a compressed file without the suffix is still decompressed."""
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the returned reader
-    if path.suffix.lower() == ".gz":
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == GZIP_MAGIC:
         raw = gzip.GzipFile(fileobj=raw, mode="rb")
     tap = _Tap(raw, path, cfg.max_bytes, quote.encode() if quote else None)
     return tap, io.BufferedReader(tap, buffer_size=1 << 20)
+
+
+def head_bytes(path: Path, cfg: IngestConfig) -> bytes:
+    """Up to SAMPLE_BYTES of the file, decompressed; a damaged gzip stream is a clear error."""
+    _, reader = open_bytes(path, cfg)
+    try:
+        with reader:
+            return reader.read(SAMPLE_BYTES)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: starts like a gzip file but cannot be decompressed "
+                         f"({type(exc).__name__}); export it again") from None
+
+
+def not_text(path: Path, kind: str) -> InputError:
+    # Only the kind is named: the bytes themselves may be anything, personal data included.
+    return InputError(f"{path}: is not text but {kind}; export the data as CSV, TSV, JSON "
+                      "Lines or Parquet (or set ingest.format to what the file is)")
 
 
 def _decoder_encoding(head: bytes, encoding: str) -> str:
@@ -118,12 +147,16 @@ def _decoder_encoding(head: bytes, encoding: str) -> str:
 
 
 def _text_sample(path: Path, cfg: IngestConfig) -> tuple[str, str]:
-    """Up to SAMPLE_BYTES of the file decoded, cut at the last full line, and the codec used."""
-    _, reader = open_bytes(path, cfg)
-    with reader:
-        head = reader.read(SAMPLE_BYTES)
+    """Up to SAMPLE_BYTES of the file decoded, cut at the last full line, and the codec used.
+
+    Raises InputError, naming what was detected and echoing nothing, when the bytes are not
+    text (a workbook, an archive, random bytes named ``.csv``)."""
+    head = head_bytes(path, cfg)
     if not head:
         raise InputError(f"{path}: is empty (0 bytes); point ingest.path at the exported file")
+    kind = binary_kind(head)
+    if kind is not None:
+        raise not_text(path, kind)
     codec = _decoder_encoding(head, cfg.encoding)
     try:
         text = head.decode(codec, errors="replace")
@@ -135,33 +168,6 @@ def _text_sample(path: Path, cfg: IngestConfig) -> tuple[str, str]:
     return text, codec
 
 
-def _field_counts(sample: str, delimiter: str, quotechar: str | None) -> list[int]:
-    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter,
-                        quotechar=quotechar or '"',
-                        quoting=csv.QUOTE_MINIMAL if quotechar else csv.QUOTE_NONE)
-    try:
-        return [len(r) for r in islice(reader, 200) if r]
-    except csv.Error:
-        return []
-
-
-def sniff_delimiter(sample: str, default: str, quotechar: str | None) -> str:
-    """The delimiter that splits the sample into the most consistent number (>1) of fields.
-
-    Counting fields per record beats csv.Sniffer's character-frequency guess, which picks
-    letters or spaces on short samples and free text.
-    """
-    best, best_score = default, (0.0, 0)
-    for d in (default, *[c for c in DELIMITERS if c != default]):
-        counts = _field_counts(sample, d, quotechar)
-        if not counts or counts[0] < 2:
-            continue
-        score = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
-        if score > best_score:
-            best, best_score = d, score
-    return best
-
-
 def _wrong_delimiter(path: Path, header: list[str], delimiter: str, quote: str | None,
                      sample: str) -> None:
     if len(header) != 1:
@@ -170,14 +176,9 @@ def _wrong_delimiter(path: Path, header: list[str], delimiter: str, quote: str |
     if other != delimiter:
         raise InputError(
             f"{path}: line 1 reads as a single column with delimiter {delimiter!r}, but "
-            f"{other!r} splits it into {len(_split(header[0], other, quote))} columns; set "
+            f"{other!r} splits it into {len(split_line(header[0], other, quote))} columns; set "
             f"ingest.delimiter={other!r} (or leave it unset to detect it)"
         )
-
-
-def _split(line: str, delimiter: str, quote: str | None) -> list[str]:
-    return next(csv.reader([line], delimiter=delimiter, quotechar=quote or '"',
-                           quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
 
 
 def clean_names(path: Path, names: list[str]) -> list[str]:
@@ -200,11 +201,12 @@ def clean_names(path: Path, names: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class CsvDialect:
     delimiter: str
-    quotechar: str | None
+    quotechar: str | None  # None: quotes are data, every line break ends a record
     escapechar: str | None
     skipinitialspace: bool
     header: bool
     encoding: str  # the Python codec, after BOM and "auto" resolution
+    directive: bool = False  # the file starts with Excel's "sep=;" line, which is no record
 
     def reader_kwargs(self) -> dict[str, Any]:
         return {"delimiter": self.delimiter, "quotechar": self.quotechar or '"',
@@ -212,44 +214,88 @@ class CsvDialect:
                 "escapechar": self.escapechar, "skipinitialspace": self.skipinitialspace}
 
 
+def quote_char(cfg: IngestConfig, detected: str | None = None) -> str | None:
+    """The quote character in force: none when ingest.quoting or ingest.quotechar turns quoting
+    off, or when ``auto`` found quotes used as data (``detected == "none"``)."""
+    if cfg.quotechar is None or cfg.quoting == "none":
+        return None
+    if cfg.quoting == "auto" and detected == "none":
+        return None
+    return cfg.quotechar
+
+
+def _quote_sample(path: Path, cfg: IngestConfig, sample: str,
+                  codec: str) -> tuple[str, bool]:
+    """A longer sample for telling quoting apart (a message holding one quote may come late),
+    and whether it is the whole file."""
+    _, reader = open_bytes(path, cfg)
+    with reader:
+        head = reader.read(QUOTE_SAMPLE_BYTES)
+    if len(head) < SAMPLE_BYTES:
+        return sample, True
+    text = head.decode(codec, errors="replace")
+    complete = len(head) < QUOTE_SAMPLE_BYTES
+    if not complete and "\n" in text:
+        text = text[: text.rindex("\n") + 1]
+    declared = sep_directive(text)
+    return (text.split("\n", 1)[1] if declared is not None else text), complete
+
+
 def csv_dialect(path: Path, cfg: IngestConfig, fmt: str) -> tuple[CsvDialect, str]:
-    """The dialect from the config where set, detected from a sample where not."""
+    """The dialect from the config where set, detected from a sample where not; the sample
+    returned starts after an Excel ``sep=`` line (which sets the delimiter unless
+    ingest.delimiter does)."""
     sample, codec = _text_sample(path, cfg)
+    declared = sep_directive(sample)
+    if declared is not None:
+        sample = sample.split("\n", 1)[1] if "\n" in sample else ""
     default = "\t" if fmt == "tsv" else ","
-    delimiter = cfg.delimiter or sniff_delimiter(sample, default, cfg.quotechar)
+    delimiter = cfg.delimiter or declared or sniff_delimiter(sample, default, cfg.quotechar)
+    quote = quote_char(cfg)
+    if quote and cfg.quoting == "auto":
+        longer, complete = _quote_sample(path, cfg, sample, codec)
+        if quotes_are_data(longer, delimiter, quote, complete):
+            quote = None
     skip = cfg.skipinitialspace
     if skip is None:
         # "a, b, c" exports (the UCI Adult data, say) put a space after every delimiter.
         fields = [f for line in sample.splitlines()[:50]
-                  for f in _split(line, delimiter, cfg.quotechar)[1:]]
+                  for f in split_line(line, delimiter, quote)[1:]]
         skip = bool(fields) and sum(f.startswith(" ") for f in fields) / len(fields) > 0.9
-    dialect = CsvDialect(delimiter, cfg.quotechar, cfg.escapechar, skip, cfg.header, codec)
+    dialect = CsvDialect(delimiter, quote, cfg.escapechar, skip, cfg.header, codec,
+                         declared is not None)
     return dialect, sample
 
 
 def read_csv(path: Path, cfg: IngestConfig, fmt: str) -> Opened:
     dialect, sample = csv_dialect(path, cfg, fmt)
     reader = csv.reader(io.StringIO(sample, newline=""), **dialect.reader_kwargs())
+    first_line = 2 if dialect.directive else 1
     try:
         first = next(reader, None)
         header_lines = reader.line_num
     except csv.Error as exc:
-        raise InputError(f"{path}: line 1 is not valid CSV ({exc}); check ingest.quotechar "
-                         "and ingest.delimiter") from exc
+        raise InputError(f"{path}: line {first_line} is not valid CSV ({exc}); check "
+                         "ingest.quotechar and ingest.delimiter") from exc
     if not first:
-        raise InputError(f"{path}: line 1 is blank; the first line must be the header")
+        raise InputError(f"{path}: line {first_line} is blank; the first line must be the "
+                         "header")
     if dialect.header:
         _wrong_delimiter(path, first, dialect.delimiter, dialect.quotechar, sample)
         names = clean_names(path, first)
     else:
         # Without a header the usual record width names the columns: a first line of
         # metadata ("150,4,setosa,versicolor,virginica" in scikit-learn's CSVs) must not.
-        widths = Counter(len(row) for row in itertools.islice(
+        widths = Counter(len(row) for row in islice(
             csv.reader(io.StringIO(sample, newline=""), **dialect.reader_kwargs()), 200) if row)
         width = widths.most_common(1)[0][0] if widths else len(first)
         names, header_lines = [f"column_{i}" for i in range(1, width + 1)], 0
+    header_lines += int(dialect.directive)
     detected = {"format": fmt, "delimiter": dialect.delimiter, "encoding": dialect.encoding,
-                "skipinitialspace": dialect.skipinitialspace}
+                "skipinitialspace": dialect.skipinitialspace,
+                "quoting": "fields" if dialect.quotechar else "none"}
+    if dialect.directive:
+        detected["sep_line"] = True
     return Opened(names, _csv_chunks(path, cfg, dialect, names, header_lines), detected)
 
 
@@ -283,10 +329,6 @@ class _NeedsExact(Exception):
     """The fast reader met something only the exact reader can number."""
 
 
-def _reject_row(row: Any) -> str:
-    return "error"
-
-
 def _fast_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[str],
               header_lines: int) -> Iterator[pa.Table]:
     tap, reader = open_bytes(path, cfg, dialect.quotechar)
@@ -295,8 +337,7 @@ def _fast_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[st
                                           block_size=BLOCK_BYTES),
         "parse_options": pacsv.ParseOptions(
             delimiter=dialect.delimiter, quote_char=dialect.quotechar or False,
-            escape_char=dialect.escapechar or False, newlines_in_values=True,
-            invalid_row_handler=_reject_row),
+            escape_char=dialect.escapechar or False, newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(
             column_types=dict.fromkeys(names, pa.string()), null_values=[],
             strings_can_be_null=False),
@@ -313,12 +354,23 @@ def _fast_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[st
                 if pending is not None:
                     yield pending
                 pending, line = _number_lines(pa.Table.from_batches([batch]), line)
+                if dialect.quotechar and _swallowed(pending, names, dialect.delimiter):
+                    raise _NeedsExact
             if tap.blank_line or (dialect.quotechar and tap.quotes % 2):
                 raise _NeedsExact
             if pending is not None:
                 yield pending
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise _NeedsExact from exc
+
+
+def _swallowed(table: pa.Table, names: list[str], delimiter: str) -> bool:
+    """Whether a value runs over a line break into text holding the delimiter: the mark of a
+    quote that opened a field and swallowed whole records (a message holding one ``"``).
+    The exact reader then decides line by line (tasks.sniff.lines_stand_alone)."""
+    char = "\\" + delimiter if delimiter in "]\\^-" else delimiter
+    pattern = "\n[^\n]*[" + char + "]"
+    return any(pc.any(pc.match_substring_regex(table[n], pattern)).as_py() for n in names)
 
 
 def _number_lines(table: pa.Table, first_line: int) -> tuple[pa.Table, int]:
@@ -422,7 +474,7 @@ def _exact_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[s
         for _ in range(header_lines):
             next(lines, None)
         lines.take()
-        n, end, rows, last = len(names), header_lines, _Rows(names), (0, [""])
+        n, end, rows, last = len(names), header_lines, _Rows(names), (0, [""], False)
         while True:
             try:
                 fields = next(records)
@@ -433,10 +485,17 @@ def _exact_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[s
                 fields, error = [], "bad_csv"
             start, end = end + 1, header_lines + records.line_num
             buf, bad_bytes = lines.take()
-            last = (start, buf)
+            split = (dialect.quotechar is not None and not bad_bytes
+                     and lines_stand_alone(buf, dialect.delimiter, n))
+            last = (start, buf, split)
             if not fields and error is None:
                 continue  # a blank line is no record
-            if bad_bytes:
+            if split:
+                # Each line reads as a whole record once the quote is taken as data: which
+                # reading is right cannot be told, so every line goes to quarantine, counted.
+                for i, raw in enumerate(buf):
+                    rows.add(start + i, [None] * n, "unbalanced_quote", raw)
+            elif bad_bytes:
                 rows.add(start, [_printable(f) for f in fields] if len(fields) == n
                          else [None] * n, "bad_encoding", _printable("".join(buf)))
             elif error or len(fields) != n:
@@ -446,11 +505,11 @@ def _exact_csv(path: Path, cfg: IngestConfig, dialect: CsvDialect, names: list[s
             if len(rows) >= cfg.chunk_rows:
                 yield rows.table()
                 rows = _Rows(names)
-        if dialect.quotechar and _unclosed("".join(last[1]), dialect):
+        if dialect.quotechar and not last[2] and _unclosed("".join(last[1]), dialect):
             raise InputError(
                 f"{path}: line {last[0]}: a quoted field opens here and never closes, so "
                 f"lines {last[0]}-{end} read as one value; close the quote in the source, or "
-                "set ingest.quotechar: null if the file does not quote fields"
+                "set ingest.quoting: none if the file does not quote fields"
             )
         if len(rows):
             yield rows.table()
@@ -470,7 +529,8 @@ def parse_record(raw: str, names: list[str], detected: dict[str, Any],
     does not fit (a replay after fixing ingest.delimiter or ingest.quotechar, say)."""
     if detected.get("format") in ("csv", "tsv"):
         skip = cfg.skipinitialspace
-        dialect = CsvDialect(cfg.delimiter or detected.get("delimiter", ","), cfg.quotechar,
+        quote = quote_char(cfg, detected.get("quoting"))
+        dialect = CsvDialect(cfg.delimiter or detected.get("delimiter", ","), quote,
                              cfg.escapechar, bool(detected.get("skipinitialspace") if skip is None
                                                   else skip), True, "utf-8")
         try:
@@ -606,116 +666,3 @@ def _first_line(exc: BaseException) -> str:
 def suggest(name: str, options: list[str]) -> str:
     close = difflib.get_close_matches(name, options, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-# --- SQL -----------------------------------------------------------------------------------
-
-_SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:''|[^'])*'|\"(?:\"\"|[^\"])*\"", re.DOTALL)
-
-
-def check_query(query: str) -> None:
-    """Refuse anything but one SELECT; the database's read-only transaction is the real guard."""
-    body = _SQL_NOISE.sub(" ", query).strip().rstrip(";").strip()
-    if ";" in body:
-        raise InputError("ingest.sql.query holds more than one statement; give a single SELECT")
-    first = body.split(None, 1)[0].upper() if body else ""
-    if first not in ("SELECT", "WITH"):
-        raise InputError(f"ingest.sql.query starts with {first or 'nothing'!r}; it must be one "
-                         "read-only SELECT (or WITH ... SELECT); use ingest.sql.table to read a "
-                         "whole table")
-
-
-def _read_only(conn: sa.Connection, shown: str) -> None:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-    elif dialect == "sqlite":
-        conn.exec_driver_sql("PRAGMA query_only = ON")
-    else:
-        raise InputError(f"ingest.sql.url {shown}: privgen enforces read-only reads on "
-                         f"PostgreSQL and SQLite only, not {dialect}; export the table to a file")
-
-
-def _table_select(conn: sa.Connection, spec: SqlSource, shown: str) -> sa.Select:
-    """SELECT over a table the database says exists, with columns it says the table has.
-
-    Names are matched against the reflected metadata and quoted by SQLAlchemy, never
-    formatted into SQL text, so a name cannot smuggle SQL in.
-    """
-    inspector = sa.inspect(conn)
-    if spec.db_schema is not None and spec.db_schema not in inspector.get_schema_names():
-        raise InputError(f"ingest.sql.db_schema {spec.db_schema!r} does not exist in {shown}"
-                         f"{suggest(spec.db_schema, inspector.get_schema_names())}")
-    tables = (inspector.get_table_names(schema=spec.db_schema)
-              + inspector.get_view_names(schema=spec.db_schema))
-    if spec.table not in tables:
-        raise InputError(f"ingest.sql.table {spec.table!r} is not a table or view in {shown}"
-                         f"{suggest(spec.table or '', tables)}; give the name exactly as the "
-                         "database lists it")
-    table = sa.Table(spec.table, sa.MetaData(), schema=spec.db_schema, autoload_with=conn)
-    unknown = [c for c in spec.columns or () if c not in table.c]
-    if unknown:
-        raise InputError(f"ingest.sql.columns: {', '.join(map(repr, unknown))} not in table "
-                         f"{spec.table!r}; it has {', '.join(table.c.keys())}")
-    stmt = sa.select(*(table.c[c] for c in spec.columns)) if spec.columns else sa.select(table)
-    # Row numbers mean something only in a stable order: the primary key's, where there is one.
-    return stmt.order_by(*table.primary_key.columns)
-
-
-def _sql_value(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    if isinstance(v, (bytes, memoryview)):
-        return bytes(v).decode("utf-8", "backslashreplace")
-    return str(v)
-
-
-def read_sql(spec: SqlSource, cfg: IngestConfig) -> Opened:
-    """A table or a read-only parameterized query, streamed from the database in chunks."""
-    url = spec.url.get_secret_value()
-    try:
-        engine = sa.create_engine(url)
-        shown = engine.url.render_as_string(hide_password=True)
-        conn = engine.connect()
-    except (sa.exc.ArgumentError, sa.exc.DBAPIError, ImportError) as exc:
-        raise InputError(f"ingest.sql.url: cannot connect ({_first_line(exc)}); check the URL, "
-                         "the server and the credentials") from exc
-    try:
-        _read_only(conn, shown)
-        if spec.table:
-            stmt, params = _table_select(conn, spec, shown), {}
-        else:
-            check_query(spec.query or "")
-            stmt, params = sa.text(spec.query or ""), dict(spec.params)
-        result = conn.execution_options(stream_results=True, yield_per=cfg.chunk_rows).execute(
-            stmt, params)
-        names = clean_names(Path(shown), list(result.keys()))
-    except sa.exc.SQLAlchemyError as exc:
-        conn.close()
-        engine.dispose()
-        raise InputError(f"ingest.sql ({shown}): the database refused the read: "
-                         f"{_first_line(getattr(exc, 'orig', None) or exc)}") from exc
-    except BaseException:
-        conn.close()
-        engine.dispose()
-        raise
-
-    def chunks() -> Iterator[pa.Table]:
-        try:
-            for part in result.partitions():
-                rows = _Rows(names)
-                for r in part:
-                    rows.add(None, [_sql_value(v) for v in r])
-                yield rows.table()
-        except sa.exc.SQLAlchemyError as exc:
-            raise InputError(f"ingest.sql ({shown}): reading failed: "
-                             f"{_first_line(getattr(exc, 'orig', None) or exc)}") from exc
-        finally:
-            conn.close()
-            engine.dispose()
-
-    return Opened(names, chunks(), {"format": "sql", "source": shown})

@@ -248,11 +248,25 @@ def test_ragged_rows_are_quarantined_with_line_numbers(tmp_path):
 
 def test_unclosed_quote_names_the_line(tmp_path):
     lines = _lines(30)
-    lines[24] = 'P25,"Person 25,30,note'
+    lines[24] = 'P25,"Person 25,30'  # short of a field: no reading makes it a record
     with pytest.raises(InputError, match=r"people\.csv: line 26: a quoted field opens here and "
                                          r"never closes, so lines 26-31 read as one value; close "
                                          r"the quote"):
-        _run(_write(tmp_path / "people.csv", lines))
+        _run(_write(tmp_path / "people.csv", lines), quoting="fields")
+
+
+def test_unclosed_quote_whose_lines_stand_alone_quarantines_each_line(tmp_path):
+    lines = _lines(30)
+    lines[24] = 'P25,"Person 25,30,note'
+    path = _write(tmp_path / "people.csv", lines)
+    outcome = _run(path, quoting="fields", validate={"max_quarantine_rate": 0.5})
+    kept, quarantined = _frames(outcome, 30)
+    assert list(quarantined[SOURCE_LINE]) == list(range(26, 32))
+    assert set(quarantined[REASON]) == {"unbalanced_quote"}
+    # With quoting detected (the default), the quote is data and every line is a record.
+    kept, quarantined = _frames(_run(path), 30)
+    assert len(quarantined) == 0
+    assert kept.loc[kept["id"] == "P25", "name"].iloc[0] == '"Person 25'
 
 
 def test_blank_lines_and_quoted_newlines_keep_line_numbers(tmp_path):
