@@ -104,7 +104,8 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
             return {"run_id": run_id, "rows": validated, "preflight": plan}
         resume = resume_run_id is not None
         trained = j.stage("train", train_task, anonymized["anonymized_path"], cfg.contract,
-                          cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit)
+                          cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit,
+                          anonymize=cfg.anonymize)
         evaluated = j.stage("evaluate", evaluate_task, trained, cfg.contract, cfg.evaluate,
                             audit, cfg.seed, d["model"], run_id, anonymize=cfg.anonymize)
         control = None
@@ -116,7 +117,8 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                                       train_task.with_options(name="control-train"),
                                       anonymized["anonymized_path"], cfg.contract, plain,
                                       cfg.seed, d["control"], run_id, resume=resume,
-                                      audit=audit, prefix="control.")
+                                      audit=audit, prefix="control.",
+                                      anonymize=cfg.anonymize)
             control = j.stage("control-evaluate",
                               evaluate_task.with_options(name="control-evaluate"),
                               control_trained, cfg.contract, cfg.evaluate, audit, cfg.seed,

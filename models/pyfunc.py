@@ -6,6 +6,7 @@ Output: the records, parsed back into the non-identifying columns of the trainin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from models import causal_lm
 from models import tokenizer as tokenizers
-from models.records import RecordCodec, RecordGrammar
+from models.records import RELEASE_FILE, RecordCodec, RecordGrammar
 from models.replay import ReplayIndex
 
 ARTIFACT = "model"  # name of the weights folder among the pyfunc's artifacts
@@ -33,6 +34,9 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         self.codec = RecordCodec.from_dict(self.meta["codec"])
         self.tokenizer = tokenizers.for_saved(context.artifacts[ARTIFACT], self.meta)
         self.replay = ReplayIndex.load(context.artifacts[ARTIFACT])
+        # The release rules the model was trained under; None for models saved before them.
+        rules = Path(context.artifacts[ARTIFACT]) / RELEASE_FILE
+        self.release: dict | None = json.loads(rules.read_text()) if rules.is_file() else None
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> tuple[SyntheticRecordsModel, object]:
@@ -48,12 +52,17 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         columns = self.meta.get("replay", {}).get("columns", [])
         return self.replay is not None and any(self.replay.copies(row.get(c)) for c in columns)
 
-    def grammar(self) -> RecordGrammar | None:
-        """The record layout enforced while sampling; byte tokenizers only (see HFTokenizer)."""
+    def grammar(self, forms: dict[str, str] | None = None,
+                forced: dict[str, str] | None = None) -> RecordGrammar | None:
+        """The record layout and the released forms enforced while sampling (``forms``: the
+        regex per field, by default the model's own release rules); byte tokenizers only
+        (see HFTokenizer)."""
         if not self.tokenizer.byte_level:
             return None
+        if forms is None:
+            forms = (self.release or {}).get("forms", {})
         return RecordGrammar(self.codec, self.tokenizer.eos_id, self.tokenizer.vocab_size,
-                             prompt_length=1)
+                             prompt_length=1, forms=forms, forced=forced)
 
     def sample(self, n: int, seed: int, *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, max_new_tokens: int | None = None, batch_size: int = 128,
@@ -65,6 +74,7 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
         rows: list[dict] = []
         generated = failures = 0
         max_new_tokens = max_new_tokens or self.meta["model_config"]["block_size"] - 1
+        grammar = self.grammar()
         for attempt in range(max_attempts):
             need = n - len(rows)
             if need <= 0:
@@ -75,7 +85,7 @@ class SyntheticRecordsModel(mlflow.pyfunc.PythonModel):
                     seed=(seed * 1000 + attempt) * 100_003 + start,
                     max_new_tokens=max_new_tokens, temperature=temperature,
                     top_k=top_k or None, top_p=top_p, batch_size=batch_size,
-                    grammar=self.grammar(),
+                    grammar=grammar,
                 )
                 generated += len(texts)
                 for text in texts:

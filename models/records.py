@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import re._constants as sre
-import re._parser as sre_parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -12,12 +10,17 @@ import pandas as pd
 import torch
 from transformers import LogitsProcessor
 
+from models.forms import compile_form
+
 SEP = " | "
 # Control characters are never valid record content and break CSV readers downstream.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PIPE = ord("|")
 _SPACE = ord(" ")
 _NUMERIC = frozenset(b"0123456789 |")
+# The model folder's release rules (written by training, see tasks.release): per field its
+# released spec and the regex form the grammar samples within.
+RELEASE_FILE = "release.json"
 
 
 @dataclass(frozen=True)
@@ -78,148 +81,6 @@ class RecordCodec:
     def from_dict(cls, d: dict) -> RecordCodec:
         return cls(tuple(d["fields"]), tuple(d.get("integer_fields", ())),
                    tuple(d.get("integer_widths", ())))
-
-
-# Bytes a constrained value may hold: printable ASCII but the separator, and UTF-8 above.
-_VALUE_BYTES = frozenset(range(32, 127)) - {_PIPE} | frozenset(range(128, 256))
-_CATEGORIES = {sre.CATEGORY_DIGIT: frozenset(b"0123456789"), sre.CATEGORY_SPACE: frozenset(b" "),
-               sre.CATEGORY_WORD: frozenset(b"0123456789_abcdefghijklmnopqrstuvwxyz"
-                                            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
-_NOT = {sre.CATEGORY_NOT_DIGIT: sre.CATEGORY_DIGIT, sre.CATEGORY_NOT_SPACE: sre.CATEGORY_SPACE,
-        sre.CATEGORY_NOT_WORD: sre.CATEGORY_WORD}
-
-
-class _Unsupported(Exception):
-    pass
-
-
-class _NFA:
-    """Thompson construction over bytes for the small regex subset contracts use."""
-
-    def __init__(self):
-        self.edges: list[list[tuple[frozenset | None, int]]] = []
-
-    def new(self) -> int:
-        self.edges.append([])
-        return len(self.edges) - 1
-
-    def edge(self, a: int, b: int, on: frozenset | None = None) -> None:
-        self.edges[a].append((on, b))
-
-    def chain(self, on: frozenset, at: int) -> int:
-        nxt = self.new()
-        self.edge(at, nxt, on)
-        return nxt
-
-    def build(self, items, at: int) -> int:
-        for op, arg in items:
-            at = self.item(op, arg, at)
-        return at
-
-    def item(self, op, arg, at: int) -> int:
-        if op is sre.LITERAL:
-            for byte in chr(arg).encode():
-                at = self.chain(frozenset({byte}) & _VALUE_BYTES, at)
-            return at
-        if op in (sre.NOT_LITERAL, sre.ANY, sre.IN):
-            return self.chain(_byteset(op, arg), at)
-        if op is sre.SUBPATTERN:
-            return self.build(arg[-1], at)
-        if op is sre.BRANCH:
-            end = self.new()
-            for alt in arg[1]:
-                self.edge(self.build(alt, at), end)
-            return end
-        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-            lo, hi, body = arg
-            if lo > 64 or (hi is not sre.MAXREPEAT and hi - lo > 64):
-                raise _Unsupported
-            for _ in range(lo):
-                at = self.build(body, at)
-            if hi is sre.MAXREPEAT:
-                loop = self.new()
-                self.edge(at, loop)
-                self.edge(self.build(body, loop), loop)
-                return loop
-            end = self.new()
-            for _ in range(hi - lo):
-                self.edge(at, end)
-                at = self.build(body, at)
-            self.edge(at, end)
-            return end
-        if op is sre.AT:
-            return at
-        raise _Unsupported
-
-
-def _byteset(op, arg) -> frozenset:
-    if op is sre.ANY:
-        return _VALUE_BYTES
-    if op is sre.NOT_LITERAL:
-        return _VALUE_BYTES - {arg} if arg < 128 else _VALUE_BYTES
-    chosen, negate = set(), False
-    for kind, value in arg:
-        if kind is sre.NEGATE:
-            negate = True
-        elif kind is sre.LITERAL and value < 128:
-            chosen.add(value)
-        elif kind is sre.RANGE and value[1] < 128:
-            chosen.update(range(value[0], value[1] + 1))
-        elif kind is sre.CATEGORY and value in _CATEGORIES:
-            chosen |= _CATEGORIES[value]
-        elif kind is sre.CATEGORY and value in _NOT:
-            chosen |= _VALUE_BYTES - _CATEGORIES[_NOT[value]]
-        elif not negate:  # a non-ASCII member: its UTF-8 bytes are no single byte
-            raise _Unsupported
-    return _VALUE_BYTES - chosen if negate else frozenset(chosen) & _VALUE_BYTES
-
-
-def compile_form(regex: str, leading_space: bool, max_states: int = 2000):
-    """(transitions [S, 256] with -1 for a forbidden byte, accepting [S]) of the bytes
-    ``encode`` writes for a value that fully matches ``regex``, its separator spaces included;
-    None for a regex outside the subset (then the value is only checked after sampling)."""
-    try:
-        parsed = sre_parse.parse(regex)
-    except re.error:
-        return None
-    items = list(parsed)
-    if not (items and items[0] == (sre.AT, sre.AT_BEGINNING) and items[-1] == (sre.AT, sre.AT_END)):
-        return None  # search semantics: a match anywhere in the value, not a form of it
-    nfa = _NFA()
-    at = start = nfa.new()
-    if leading_space:
-        at = nfa.chain(frozenset({_SPACE}), at)
-    try:
-        at = nfa.build(items, at)
-    except _Unsupported:
-        return None
-    final = nfa.chain(frozenset({_SPACE}), at)
-
-    def closure(states) -> frozenset:
-        todo, seen = list(states), set(states)
-        while todo:
-            for on, nxt in nfa.edges[todo.pop()]:
-                if on is None and nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return frozenset(seen)
-
-    index, order, table = {}, [closure({start})], []
-    index[order[0]] = 0
-    while len(table) < len(order):
-        state, row = order[len(table)], [-1] * 256
-        for byte in range(256):
-            target = closure({n for s in state for on, n in nfa.edges[s]
-                              if on is not None and byte in on})
-            if target:
-                if target not in index:
-                    if len(order) >= max_states:
-                        return None
-                    index[target] = len(order)
-                    order.append(target)
-                row[byte] = index[target]
-        table.append(row)
-    return torch.tensor(table), torch.tensor([final in state for state in order])
 
 
 @dataclass
@@ -324,26 +185,38 @@ class RecordGrammar(LogitsProcessor):
         return table
 
     def _forms(self, codec: RecordCodec, forms: dict[str, str], vocab_size: int) -> None:
-        """One automaton over all constrained fields: ``form_next`` [S + 1, 256] (S: dead),
-        ``form_mask`` [S + 1, V] additive, and each field's start state or -1."""
+        """One automaton over all constrained fields, the last one included (it ends the
+        record with EOS, the others with the separator): ``form_next`` [S + 1, 256] (S: dead),
+        ``form_mask`` [S + 1, V] additive, ``form_end`` [S + 1, V] (only the field's closing
+        token), and each field's start state or -1. ``unformed``: the fields whose form is
+        outside the automaton's subset, checked only after sampling."""
         self.form_start = torch.full((len(codec.fields) + 1,), -1)
-        tables, accepts, size = [], [], 0
-        for i, name in enumerate(codec.fields[:-1]):
-            compiled = compile_form(forms[name], leading_space=i > 0) if name in forms else None
-            if compiled is not None:
-                table, accept = compiled
-                tables.append(torch.where(table >= 0, table + size, -1))
-                accepts.append(accept)
-                self.form_start[i] = size
-                size += len(table)
+        tables, accepts, closers, size = [], [], [], 0
+        self.unformed = []
+        last = len(codec.fields) - 1
+        for i, name in enumerate(codec.fields):
+            compiled = compile_form(forms[name], leading_space=i > 0,
+                                    closing_space=i < last) if name in forms else None
+            if compiled is None:
+                self.unformed += [name] if name in forms else []
+                continue
+            table, accept = compiled
+            tables.append(torch.where(table >= 0, table + size, -1))
+            accepts.append(accept)
+            closers.append(torch.full((len(table),), self.eos_id if i == last else _PIPE))
+            self.form_start[i] = size
+            size += len(table)
         dead = size
-        table = torch.cat([*tables, torch.full((1, 256), -1)]) if tables else torch.full(
-            (1, 256), -1)
+        table = torch.cat([*tables, torch.full((1, 256), -1)])
         self.form_next = torch.where(table >= 0, table, dead)
         self.form_accept = torch.cat([*accepts, torch.zeros(1, dtype=torch.bool)])
+        closer = torch.cat([*closers, torch.tensor([_PIPE])])
         self.form_mask = torch.full((dead + 1, vocab_size), -torch.inf)
         self.form_mask[:, :256][table >= 0] = 0
-        self.form_mask[:, _PIPE] = torch.where(self.form_accept, 0.0, -torch.inf)
+        rows = torch.arange(dead + 1)
+        self.form_mask[rows, closer] = torch.where(self.form_accept, 0.0, -torch.inf)
+        self.form_end = torch.full((dead + 1, vocab_size), -torch.inf)
+        self.form_end[rows, closer] = 0.0
 
     def to(self, device: torch.device | str) -> RecordGrammar:
         """Its tables moved to ``device`` (the model's), in place; returns itself."""
@@ -383,7 +256,7 @@ class RecordGrammar(LogitsProcessor):
         form = state.form.clamp(min=0)
         # A form that repeats without end (a prefix's "*"s) still ends at the byte limit.
         ended = (state.length >= self.max_field_bytes) & self.form_accept[form]
-        in_form = torch.where(ended[:, None], self.masks[self._FULL], self.form_mask[form])
+        in_form = torch.where(ended[:, None], self.form_end[form], self.form_mask[form])
         scores = scores + torch.where((state.form >= 0)[:, None], in_form, self.masks[combo])
         if self.forced is not None:
             offset = state.length.clamp(max=self.forced.shape[1] - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import causal_lm
 from models.pyfunc import SyntheticRecordsModel
 from tasks import audit as privacy_audit
-from tasks import audit_power, fidelity, tracking
+from tasks import audit_power, fidelity, release, tracking
 from tasks.anonymize import AnonymizeConfig
 from tasks.audit import AuditConfig, Canaries
 from tasks.contract import DataContract, DType, Role
-from tasks.generate import GenerateConfig, draw, released_specs
+from tasks.errors import InputError
+from tasks.generate import GenerateConfig, draw
 from tasks.storage import write_json
 from tasks.train import encode, pad_batch
 
@@ -90,19 +92,36 @@ def column_kinds(contract: DataContract, fields: tuple[str, ...]) -> dict[str, l
     return {"categorical": categorical, "numeric": numeric, "text": text}
 
 
+def _measured(out: dict[str, Any], name: str, compute: Callable[[], Any]) -> None:
+    """``out[name]`` = ``compute()``, or None with the reason under ``out["not_computed"]``
+    when the data is too small for it: a metric that cannot be computed on small data is
+    reported as such, never a crash after training has spent the budget (issue 12)."""
+    try:
+        out[name] = compute()
+    except (InputError, ValueError) as exc:  # their messages name counts and columns only
+        out[name] = None
+        out.setdefault("not_computed", {})[name] = str(exc)
+
+
 def _utility(real_train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFrame,
              kinds: dict[str, list[str]], cfg: EvaluateConfig, seed: int) -> dict[str, Any]:
-    if synth.empty or holdout.empty:
-        return {"synthetic_records": len(synth)}
     out: dict[str, Any] = {"synthetic_records": len(synth)}
-    out["fidelity"] = fidelity.column_fidelity(holdout, synth, **kinds)
-    out["detection"] = fidelity.detection_auc(holdout, synth, **kinds, seed=seed)
+    if synth.empty or holdout.empty:
+        why = (f"no usable synthetic record of {cfg.synthetic_records} asked for"
+               if synth.empty else "no held-out record")
+        out["fidelity"] = out["detection"] = out["tstr"] = None
+        out["not_computed"] = dict.fromkeys(("fidelity", "detection", "tstr"), why)
+        return out
+    _measured(out, "fidelity", lambda: fidelity.column_fidelity(holdout, synth, **kinds))
+    _measured(out, "detection", lambda: fidelity.detection_auc(holdout, synth, **kinds,
+                                                               seed=seed))
     label = cfg.utility_label or next(iter(kinds["categorical"]), None)
     if label is not None:
         features = {**kinds, "categorical": [c for c in kinds["categorical"] if c != label]}
         real = real_train.sample(min(cfg.utility_real_records, len(real_train)),
                                  random_state=seed)
-        out["tstr"] = fidelity.tstr(real, synth, holdout, label, **features, seed=seed)
+        _measured(out, "tstr", lambda: fidelity.tstr(real, synth, holdout, label, **features,
+                                                     seed=seed))
         out["tstr_label"] = label
     return out
 
@@ -120,14 +139,17 @@ def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFram
                      codec, tokenizer, block)
     loss_m, _ = record_losses(model, members, tokenizer.pad_id)
     loss_n = holdout_losses[: audit.mia_records]
-    results["mia_attack"] = privacy_audit.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs)
-    # Kept so that the non-private control's attack can be compared record by record.
-    results["mia_scores"] = {
-        "members": loss_m.tolist(), "nonmembers": loss_n.tolist(),
-        "records": audit_power.pairing_digest(members + holdout_sequences[: audit.mia_records])}
-    results["mia"] = privacy_audit.mia_within_bound(
-        results["mia_attack"], epsilon, delta, fprs=audit.mia_fprs,
-        confidence=audit.mia_confidence)
+    _measured(results, "mia_attack", lambda: privacy_audit.loss_threshold_mia(
+        loss_m, loss_n, audit.mia_fprs))
+    if results["mia_attack"] is not None:
+        # Kept so that the non-private control's attack can be compared record by record.
+        results["mia_scores"] = {
+            "members": loss_m.tolist(), "nonmembers": loss_n.tolist(),
+            "records": audit_power.pairing_digest(members
+                                                  + holdout_sequences[: audit.mia_records])}
+        results["mia"] = privacy_audit.mia_within_bound(
+            results["mia_attack"], epsilon, delta, fprs=audit.mia_fprs,
+            confidence=audit.mia_confidence)
     if canaries is not None:
         planted = Canaries(tuple(canaries["secrets"]), canaries["template"], canaries["digits"])
         base, column = canaries["base_row"], canaries["text_column"]
@@ -143,11 +165,16 @@ def _audit(model, tokenizer, codec, train_df: pd.DataFrame, holdout: pd.DataFram
         results["canary"]["planted"] = audit_power.pairing_digest(planted.texts)
     if text and not synth.empty:
         column = text[0]
-        results["replay"] = privacy_audit.replay_stats(
-            synth[column].tolist() + [r.get(column) for r in replayed], train_df[column].tolist(),
-            holdout[column].tolist(), n=audit.replay_ngram)
-        results["replay"]["filtered"] = float(len(replayed))
+        _measured(results, "replay", lambda: privacy_audit.replay_stats(
+            synth[column].tolist() + [r.get(column) for r in replayed],
+            train_df[column].tolist(), holdout[column].tolist(), n=audit.replay_ngram))
+        if results["replay"] is not None:
+            results["replay"]["filtered"] = float(len(replayed))
     results["verdict"] = privacy_audit.audit_verdict(results, audit)
+    # A test that could not run is no pass: its gate fails, saying why.
+    for name, why in results.get("not_computed", {}).items():
+        gate = "mia" if name == "mia_attack" else name
+        results["verdict"][gate] = f"fail: not computed ({why})"
     return results
 
 
@@ -169,19 +196,24 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     n = max(cfg.synthetic_records, cfg.samples)
     # Drawn exactly as the generation stage draws what it publishes: the grammar holds the
     # released contract, and records with PII or copied training text are rejected (counted).
-    released = released_specs({"contract": contract.model_dump(mode="json"),
-                               "anonymize": (anonymize or AnonymizeConfig()).model_dump(
-                                   mode="json")}, codec.fields)
-    drawn = draw(generator, n, seed, GenerateConfig(temperature=cfg.temperature), released) \
-        if n else None
+    fields = release.read(generator.release)
+    if fields is None:  # a model saved before it carried its release rules
+        fields = list(contract.columns if anonymize is None else
+                      release.released_contract(contract, anonymize).columns)
+    released = DataContract(columns=tuple(fields))
+    drawn = draw(generator, n, seed, GenerateConfig(temperature=cfg.temperature),
+                 release.checked(fields, codec.fields)) if n else None
     synth = codec.frame(drawn.records if drawn is not None else [])
     # Already through the generation filters: no PII, no copied training text.
     shown = [codec.encode(r) for r in synth.head(cfg.samples).to_dict("records")]
-    kinds = column_kinds(contract, codec.fields)
+    # By the released types: bands of a generalized age are categories, not numbers.
+    kinds = column_kinds(released, codec.fields)
     result: dict[str, Any] = {
         "epsilon": trained["epsilon"], "delta": trained["delta"],
         "perplexity": ppl, "holdout_records": len(holdout), "samples": shown,
-        "sample_parse_rate": (len(synth) / drawn.generated) if drawn and drawn.generated
+        # Records that parse and pass every generation check, per record drawn: the share a
+        # user of the model gets (gated by register.min_usable_rate).
+        "usable_rate": (len(synth) / drawn.generated) if drawn and drawn.generated
         else math.nan,
         "sample_rejections": dict(drawn.rejected) if drawn is not None else {},
         "utility": _utility(train_df, holdout, synth.head(cfg.synthetic_records), kinds, cfg,
@@ -212,7 +244,7 @@ def _numbers(prefix: str, node: Any) -> dict[str, float]:
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The numbers of an evaluation as MLflow metric names (lists and texts left out)."""
     out = {"eval.perplexity": result["perplexity"],
-           "eval.sample_parse_rate": result["sample_parse_rate"], **_numbers(
+           "eval.usable_rate": result["usable_rate"], **_numbers(
                "eval", result["utility"])}
     if "audit" in result:
         out |= _numbers("audit", {k: v for k, v in result["audit"].items() if k != "verdict"})
@@ -277,6 +309,13 @@ def audit_table(columns: dict[str, dict]) -> str:
             continue
         lines.append(f"| {label} | " + " | ".join(
             "—" if c is None else fmt.format(c) for c in cells) + " |")
+    missing = sorted({m for r in columns.values() for node in (("utility",), ("audit",))
+                      for m in _get(r, (*node, "not_computed")) or {}})
+    for metric in missing:  # too little data for it: said, never left out silently
+        lines.append(f"| not computed: {metric} | " + " | ".join(
+            (_get(r, ("utility", "not_computed", metric))
+             or _get(r, ("audit", "not_computed", metric)) or "—").replace("|", "/")
+            for r in columns.values()) + " |")
     gates = sorted({g for r in columns.values() for g in _get(r, ("audit", "verdict")) or {}})
     for gate in gates:
         lines.append(f"| audit gate: {gate} | " + " | ".join(

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import causal_lm
 from models.records import RecordCodec, RecordGrammar
-from tasks import pii, tracking
-from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks import pii, release, tracking
+from tasks.contract import ColumnSpec, DType
 from tasks.errors import GenerationError, RegistryError
 from tasks.storage import (
     file_digest,
@@ -120,64 +120,6 @@ def shard_plan(n: int, shard_size: int, seed: int) -> list[Shard]:
             for i, start in enumerate(range(0, n, shard_size))]
 
 
-# What the anonymize stage releases for a generalized column (see tasks.anonymize.generalize).
-_FORMS = {"year": r"\d{4}", "decade": r"\d{3}0s", "month": r"\d{4}-(?:0[1-9]|1[0-2])",
-          "bin": r"-?\d+--?\d+"}
-
-
-def _dated_form(rule: str, spec: ColumnSpec) -> str | None:
-    """A year, decade or month form holding only the values the contract's date bounds allow
-    (a generated "2502-02" parses, but no ticket was written then); None without bounds."""
-    bounds = spec.date_bounds()
-    if bounds is None or rule not in ("year", "decade", "month"):
-        return None
-    first, last = (max(b, datetime(1000, 1, 1)) for b in bounds)  # 4-digit years only
-    if rule == "month":
-        months = range(first.year * 12 + first.month - 1, last.year * 12 + last.month)
-        values = [f"{m // 12:04d}-{m % 12 + 1:02d}" for m in months]
-    elif rule == "year":
-        values = [str(y) for y in range(first.year, last.year + 1)]
-    else:
-        values = [f"{d}s" for d in range(first.year // 10 * 10, last.year // 10 * 10 + 1, 10)]
-    # An open bound spans centuries: the plain form is as good and a far smaller automaton.
-    return "(?:" + "|".join(values) + ")" if len(values) <= 1200 else None
-
-
-def released_specs(config: dict, fields: Iterable[str]) -> list[ColumnSpec]:
-    """What each generated field must satisfy, from the training run's config: the contract's
-    own spec for a column released as it was; for a generalized one, the forms its rule (and,
-    for a quasi-identifier, k-anonymity's coarser steps or withholding) produces. Scrubbed
-    text and pseudonyms get no check beyond being non-empty."""
-    # Imported here: the anonymize stage's dependencies are heavy and only the flow needs this.
-    from tasks.anonymize import (
-        WITHHELD,
-        AnonymizeConfig,
-        Operator,
-        coarser_rules,
-        default_rule,
-        operators_for,
-    )
-
-    contract = DataContract.model_validate(config["contract"])
-    anonymize = AnonymizeConfig.model_validate(config["anonymize"])
-    ops = operators_for(contract, anonymize)
-    specs = []
-    for spec in contract.columns:
-        if spec.name not in fields:
-            continue
-        if ops[spec.name] is Operator.KEEP and spec.role is not Role.QUASI_IDENTIFIER:
-            specs.append(spec)
-        elif ops[spec.name] is Operator.GENERALIZE:
-            rule = anonymize.generalize.get(spec.name) or default_rule(spec)
-            steps = [rule, *coarser_rules(rule)] if spec.role is Role.QUASI_IDENTIFIER else [rule]
-            forms = [re.escape(WITHHELD) if r is None else
-                     rf"[^*]{{1,{r.partition(':')[2]}}}\**" if r.startswith("prefix:") else
-                     _dated_form(r, spec) or _FORMS[r.partition(":")[0]] for r in steps]
-            specs.append(ColumnSpec(name=spec.name, role=spec.role,
-                                    regex="^(?:" + "|".join(forms) + ")$"))
-    return specs
-
-
 _TYPED = {DType.INTEGER: int, DType.FLOAT: float, DType.DATE: date.fromisoformat,
           DType.DATETIME: datetime.fromisoformat}
 
@@ -212,23 +154,6 @@ def violation(row: dict, specs: Iterable[ColumnSpec]) -> str | None:
         if spec.name in row and not _meets(row[spec.name], spec):
             return f"contract:{spec.name}"
     return None
-
-
-def field_forms(specs: Iterable[ColumnSpec]) -> dict[str, str]:
-    """The regex each checked field's value must fully match, for the grammar to sample within:
-    its allowed values, a small integer range, or its anchored format. The contract is schema
-    the data owner wrote, not something learnt from the data: enforcing it spends no privacy."""
-    forms = {}
-    for spec in specs:
-        if spec.allowed:
-            forms[spec.name] = "^(?:" + "|".join(map(re.escape, spec.allowed)) + ")$"
-        elif spec.dtype is DType.INTEGER and spec.min is not None and spec.max is not None \
-                and spec.max - spec.min <= 100:
-            values = range(math.ceil(spec.min), math.floor(spec.max) + 1)
-            forms[spec.name] = "^(?:" + "|".join(map(str, values)) + ")$"
-        elif spec.regex:
-            forms[spec.name] = spec.regex
-    return forms
 
 
 def has_pii(row: dict) -> bool:
@@ -282,7 +207,7 @@ def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec])
     ``model``: a loaded ``SyntheticRecordsModel``. Deterministic for the same arguments."""
     tok = model.tokenizer
     grammar = RecordGrammar(model.codec, tok.eos_id, tok.vocab_size, prompt_length=1,
-                            forced=cfg.condition, forms=field_forms(specs)) \
+                            forced=cfg.condition, forms=release.field_forms(specs)) \
         if tok.byte_level else None
     out = Drawn()
     for attempt in range(MAX_ROUNDS):
@@ -365,7 +290,7 @@ def generate_shard(model: dict, shard: Shard, cfg: GenerateConfig, directory: Pa
         raise GenerationError(
             f"model {model['name']} v{model['version']} produced only {len(drawn.records)} "
             f"usable records of {shard.n} in shard {shard.index} after {drawn.generated} "
-            f"draws (rejected: {reasons}); train longer or lower generate.temperature")
+            f"draws (rejected: {reasons}); {advice(drawn.rejected)}")
     stem = f"{shard.index:05d}"
     quarantine = None
     if drawn.quarantine:
@@ -382,6 +307,29 @@ def generate_shard(model: dict, shard: Shard, cfg: GenerateConfig, directory: Pa
     return done | {"reused": False}
 
 
+def advice(rejected: Counter) -> str:
+    """What to do about the commonest rejection, by its cause (not always "train longer")."""
+    if not rejected:
+        return "no record was drawn; raise generate.n"
+    reason = rejected.most_common(1)[0][0]
+    kind, _, column = reason.partition(":")
+    if reason.startswith(("parse:integer:", "parse:fields")):
+        return (f"most lines do not fit the model's record layout ({reason}): the model was "
+                "trained on another layout or not enough; retrain it with this privgen")
+    if kind == "parse":
+        return (f"most lines leave a field empty or malformed ({reason}): train longer or "
+                "lower generate.temperature")
+    if kind == "contract":
+        return (f"most records hold a {column} value outside the released contract: its form "
+                f"is outside what the grammar enforces; declare {column}'s allowed values or "
+                "a simpler regex in the contract, then retrain")
+    if kind == "pii":
+        return ("most records look like personal data to the PII scanner: check the "
+                "anonymize settings of the training run before using this model")
+    return ("most records copy training text: the model memorized its data; train with a "
+            "lower ε or more data")
+
+
 @task(name="resolve-model", cache_policy=NO_CACHE)
 def resolve_task(ref: str, condition: dict[str, str]) -> dict:
     """Pin the version, read its privacy tags and its training run's contract, and refuse a
@@ -390,19 +338,24 @@ def resolve_task(ref: str, condition: dict[str, str]) -> dict:
     name, version, alias = resolve(ref)
     mv = tracking.client().get_model_version(name, version)
     loaded = _load(name, version)
-    try:
-        specs = released_specs(tracking.download_json(mv.run_id, "config.json"),
-                               loaded.codec.fields)
-    except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as exc:
-        # An older or foreign training run: said in the log and the manifest, not silently.
-        logger.warning("records not checked against a data contract: the training run %s "
-                       "has no usable config.json (%s)", mv.run_id, type(exc).__name__)
-        specs = None
+    specs = release.read(loaded.release)
+    source = "model"
+    if specs is None:  # a model saved before it carried its release rules
+        source = "run"
+        try:
+            specs = release.from_run_config(tracking.download_json(mv.run_id, "config.json"),
+                                            loaded.codec.fields)
+        except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as exc:
+            # An older or foreign training run: said in the log and the manifest, not silently.
+            logger.warning("records not checked against a data contract: the training run "
+                           "%s has no usable config.json (%s)", mv.run_id, type(exc).__name__)
+            specs = None
     check_condition(condition, loaded.codec, specs or [], loaded.tokenizer.byte_level)
     return {"name": name, "version": version, "alias": alias, "run_id": mv.run_id,
             "epsilon": mv.tags.get("privacy.epsilon"), "delta": mv.tags.get("privacy.delta"),
             "accountant": mv.tags.get("privacy.accountant"),
-            "contract": None if specs is None else [s.model_dump(mode="json") for s in specs]}
+            "contract": None if specs is None else [s.model_dump(mode="json") for s in specs],
+            "contract_source": source}
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard.index}")
@@ -428,7 +381,8 @@ def manifest_of(model: dict, shards: list[dict], cfg: GenerateConfig, written: i
         "quarantined": sum(d["quarantine"]["records"] for d in shards if d["quarantine"]),
         "surplus": sum(d["surplus"] for d in shards),
         "contract": None if model["contract"] is None else {
-            "source": f"runs:/{model['run_id']}/config.json",
+            "source": f"runs:/{model['run_id']}/config.json" if model.get(
+                "contract_source") == "run" else "the model's release.json",
             "columns": [s["name"] for s in model["contract"]]},
         "columns": columns,
         "sampling": {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p},

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.tokenizer import Tokenizer
 from tasks import tracking
-from tasks.errors import PrivacyError
+from tasks.errors import ConfigError, PrivacyError
 from tasks.train import (
     TrainConfig,
     build_model,
@@ -31,6 +31,36 @@ from tasks.train import (
 )
 
 DRY_RUN_STEPS = 2
+# Held-out records the evaluation needs: its detection test cross-validates in 5 folds, and the
+# held-out perplexity and the membership test's non-members come from the same records.
+MIN_HELD_OUT = 5
+# Training records the evaluation's train-on-real baseline and membership test need.
+MIN_TRAIN = 10
+
+
+def check_table_size(rows: int, train_records: int, held_out: int, fraction: float) -> None:
+    """Refuse, before any privacy budget is spent, a table too small for the stages after
+    training (issue 12: a 30-row table spent ε = 8, then evaluation failed and no model was
+    kept). Raises ConfigError: how many rows each stage needs, and what to set."""
+    if held_out >= MIN_HELD_OUT and train_records >= MIN_TRAIN:
+        return
+    # The split is random per row: ask for enough rows that it holds out MIN_HELD_OUT with
+    # room to spare, not just on average.
+    needed = max(math.ceil(2 * MIN_HELD_OUT / fraction), math.ceil(1.5 * MIN_TRAIN
+                                                                    / (1 - fraction)))
+    if held_out < MIN_HELD_OUT:
+        wider = next((f for f in (0.2, 0.3, 0.4) if f > fraction
+                      and f * rows >= 2 * MIN_HELD_OUT and (1 - f) * rows >= MIN_TRAIN), None)
+        raise ConfigError(
+            f"preflight: {rows} anonymized rows leave {held_out} held-out records at "
+            f"train.holdout_fraction={fraction:g}; evaluation needs at least {MIN_HELD_OUT} "
+            f"(detection's 5 folds, held-out perplexity, membership test): supply at least "
+            f"{needed} rows" + (f" or set train.holdout_fraction={wider:g}" if wider else "")
+            + "; no privacy budget was spent")
+    raise ConfigError(
+        f"preflight: {rows} anonymized rows leave {train_records} training records; training "
+        f"and evaluation need at least {MIN_TRAIN} (the train-on-real baseline and membership "
+        f"test): supply at least {needed} rows; no privacy budget was spent")
 
 
 @dataclass(frozen=True)
@@ -109,7 +139,9 @@ def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: st
                    planted: int = 0) -> dict:
     """The plan for the records training will actually see: the same holdout split, plus the
     ``planted`` audit canary records."""
-    train_df, _ = split_holdout(pd.read_parquet(anonymized_path), cfg.holdout_fraction, seed)
+    rows = pd.read_parquet(anonymized_path)
+    train_df, held_df = split_holdout(rows, cfg.holdout_fraction, seed)
+    check_table_size(len(rows), len(train_df), len(held_df), cfg.holdout_fraction)
     report = preflight(len(train_df) + planted, cfg, load_tokenizer(cfg.model), seed)
     tracking.log_params(run_id, {"preflight.noise_multiplier": report.noise_multiplier,
                                  "preflight.steps": report.steps,

@@ -70,9 +70,10 @@ def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
 
     train = {"private": tags.get("privacy.private") == "True",
              "epsilon": _number(tags, "privacy.epsilon")}
-    verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity")}, cfg)
+    verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity"),
+                             "usable_rate": _number(tags, "eval.usable_rate")}, cfg)
     for gate, key in (("private", "privacy.private"), ("epsilon", "privacy.epsilon"),
-                      ("perplexity", "eval.perplexity")):
+                      ("perplexity", "eval.perplexity"), ("usable_rate", "eval.usable_rate")):
         if key not in tags:
             verdicts[gate] = f"fail: the version has no {key} tag"
     recorded = {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}

@@ -45,6 +45,10 @@ class RegisterConfig(BaseModel):
     # A version becomes champion only with a passed privacy audit (canaries, membership
     # inference against the DP bound, replay) on record; false only for models audited elsewhere.
     require_audit: bool = True
+    # Share of drawn records that parse and pass generation's checks in the model's own
+    # evaluation: below it, most of what the model writes is thrown away (issue 12: a model
+    # that made 9 usable records of 200 was promoted).
+    min_usable_rate: float = Field(default=0.9, ge=0.0, le=1.0)
 
 
 SAMPLING_PARAMS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -71,7 +75,17 @@ def gates(train: dict, evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
                     else f"fail: ε {eps:.3f} above budget {cfg.max_epsilon}"),
         "perplexity": ("pass" if ppl <= cfg.max_perplexity
                        else f"fail: perplexity {ppl:.2f} above {cfg.max_perplexity}"),
+        "usable_rate": _usable(evaluation.get("usable_rate"), cfg),
     }
+
+
+def _usable(rate: float | None, cfg: RegisterConfig) -> str:
+    if rate is None or not math.isfinite(rate):
+        return "fail: the evaluation drew no usable-sample rate"
+    if rate < cfg.min_usable_rate:
+        return (f"fail: {rate:.1%} of drawn records usable, below "
+                f"register.min_usable_rate={cfg.min_usable_rate:g}")
+    return "pass"
 
 
 def audit_gates(evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
@@ -108,6 +122,8 @@ def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_dige
         "privacy.sample_rate": f"{train['sample_rate']:.6g}",
         "privacy.steps": str(train["steps"]), "privacy.unit": "record",
         "eval.perplexity": f"{evaluation['perplexity']:.6g}",
+        **({"eval.usable_rate": f"{evaluation['usable_rate']:.6g}"}
+           if evaluation.get("usable_rate") is not None else {}),
         "dataset.digest": dataset_digest, "config.hash": config_digest,
         "code.version": code_version(),
         "policy.verdict": "pass" if all(v == "pass" for v in verdicts.values()) else "fail",

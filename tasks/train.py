@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,11 +34,14 @@ from models import tokenizer as tokenizers
 from models.records import RecordCodec
 from models.replay import ReplayIndex
 from models.tokenizer import Tokenizer
-from tasks import tracking
+from tasks import release, tracking
 from tasks.audit import AuditConfig, make_canaries
 from tasks.contract import DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
 from tasks.storage import write_json, write_parquet
+
+if TYPE_CHECKING:  # the anonymize stage's scrubbing dependencies are heavy
+    from tasks.anonymize import AnonymizeConfig
 
 # Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
 progress = logging.getLogger("privgen.progress")
@@ -439,11 +442,14 @@ def plant_canaries(train_df: pd.DataFrame, text_column: str, cfg: AuditConfig,
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, seed: int,
                out_dir: str, run_id: str, resume: bool = False, audit: AuditConfig | None = None,
-               prefix: str = "") -> dict:
-    """``resume``: continue from ``out_dir``'s checkpoint when there is one (same run, same
-    config), keeping its accountant history; otherwise train from scratch. ``audit``: plant its
-    canaries in the training data (``canaries.json`` in ``out_dir`` says which). ``prefix``:
-    put before every MLflow key, so a control model can share the run."""
+               prefix: str = "", anonymize: AnonymizeConfig | None = None) -> dict:
+    """``anonymize``: the settings that made the anonymized data; with them, the model's
+    release rules (``release.json``: each field's released type, values and form) are built
+    from ``contract`` as the anonymize stage released it, else ``contract`` is taken to describe
+    the data as released. ``resume``: continue from ``out_dir``'s checkpoint when there is
+    one (same run, same config), keeping its accountant history; otherwise train from scratch.
+    ``audit``: plant its canaries in the training data (``canaries.json`` in ``out_dir`` says
+    which). ``prefix``: put before every MLflow key, so a control model can share the run."""
     logger = get_run_logger()
     out = Path(out_dir)
     checkpoint = out / "checkpoint.pt"
@@ -455,7 +461,10 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         tracking.log_metrics(run_id, {prefix + k: v for k, v in metrics.items()}, step=step)
 
     df = pd.read_parquet(anonymized_path)
-    codec = codec_for(contract, list(df.columns))
+    # A generalized integer quasi-identifier is released as bands ("30-39"): the codec and
+    # the grammar follow the released type, not the raw one (issue 12).
+    released = contract if anonymize is None else release.released_contract(contract, anonymize)
+    codec = codec_for(released, list(df.columns))
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")
     train_path = write_parquet(train_df, out / "train.parquet")  # members, canaries excluded
@@ -518,6 +527,7 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     def extra(directory: Path) -> None:
         replay.save(directory)
         tokenizer.save(directory)
+        release.write(released, codec.fields, directory)
 
     model_dir = causal_lm.save(model, out / "model", meta, extra=extra)
     log_params({"privacy.target_delta": result.delta,

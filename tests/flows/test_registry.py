@@ -21,7 +21,7 @@ CFG, POLICY = RegisterConfig(), promotion.PromotionConfig()
 
 def tags(ppl: float = 6.0, eps: float = 3.0, private: bool = True, **gates: str) -> dict:
     return {"privacy.epsilon": str(eps), "privacy.delta": "1e-05", "privacy.private": str(private),
-            "eval.perplexity": str(ppl), "audit.verdict": "pass",
+            "eval.perplexity": str(ppl), "eval.usable_rate": "0.97", "audit.verdict": "pass",
             **{f"gate.{k}": v for k, v in gates.items()}}
 
 
@@ -107,7 +107,7 @@ def test_promote_moves_champion_mirrors_stages_and_records_who_and_why(client, m
     assert got["actor"] == "ops-alice" and got["action"] == "promote"
     assert (got["from"], got["to"]) == ("1", "2") and got["at"].endswith("Z")
     assert got["gates"] == {"private": "pass", "epsilon": "pass", "perplexity": "pass",
-                            "champion": "pass"}
+                            "usable_rate": "pass", "champion": "pass"}
     assert [e["seq"] for e in promotion.history(name)] == [1, 2]
     assert stages(client, name) == {"1": "Archived", "2": "Production", "3": "None"}
     promotion.rollback(name)  # mirrors again, now with 3 as challenger

@@ -73,7 +73,8 @@ def test_non_private_baseline_runs_the_same_loop():
 
 def test_gates_refuse_non_private_or_over_budget_models():
     ok = {"epsilon": 7.9, "private": True}
-    assert set(gates(ok, {"perplexity": 5}, RegisterConfig()).values()) == {"pass"}
+    assert set(gates(ok, {"perplexity": 5, "usable_rate": 0.95},
+                     RegisterConfig()).values()) == {"pass"}
     verdicts = gates({"epsilon": math.inf, "private": False}, {"perplexity": 50},
                      RegisterConfig())
     assert all(v.startswith("fail") for v in verdicts.values())
