@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import phonenumbers
+import pii_textgen_names
 from faker import Faker
 
 SEED = 4242
@@ -363,6 +364,11 @@ def generate(n: int = 1200, seed: int = SEED) -> list[dict]:
         template = TEMPLATES[rng.randrange(len(TEMPLATES))]
         record = render(template, Filler(fakers[locale], rng))
         record.update(id=i, locale=locale)
+        records.append(record)
+    # Hard name forms and clean informal texts (issue 12), half as many again, from their own
+    # random stream so the texts above stay the same.
+    for i, record in enumerate(pii_textgen_names.generate(n // 2, seed + 1), start=n):
+        record.update(id=i)
         records.append(record)
     return records
 

@@ -36,6 +36,7 @@ from tasks.pii_names import (
     may_be_name,
     name_spans,
     needs_ner,
+    ner_person,
 )
 from tasks.pii_recognizers import (
     GATE_ENTITIES,
@@ -177,11 +178,21 @@ class _NerOnlySpacyEngine(SpacyNlpEngine):
 
 
 class _NameOrPlaceRecognizer(SpacyRecognizer):
-    """Presidio's spaCy recognizer, less the entities no name or place looks like."""
+    """Presidio's spaCy recognizer, less the entities no name or place looks like; a person is
+    cut to its name words and dropped when it has none (``ner_person``: "Customer Care", "Ya",
+    "Bonus Caller Prize" in real short messages, issue 12)."""
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        return [r for r in super().analyze(text, entities, nlp_artifacts)
-                if may_be_name(text[r.start : r.end])]
+        kept = []
+        for r in super().analyze(text, entities, nlp_artifacts):
+            if r.entity_type == "PERSON":
+                person = ner_person(text, r.start, r.end)
+                if person is None:
+                    continue
+                r.start, r.end = person
+            if may_be_name(text[r.start : r.end]):
+                kept.append(r)
+        return kept
 
 
 @cache

@@ -1,98 +1,107 @@
-"""Person names by rule, as a Presidio recognizer: a given-name gazetteer, titles and cue words.
+"""Person names by rule, as a Presidio recognizer: name lists, word frequency, surname shapes and
+the words around a name that say a person is meant.
 
 spaCy's small English model misses many names in short informal text ("my wife Amber Grimes", "ask
-for jimmy"); these rules find them, widen what the model tags only in part, and tell which texts
-still need the model at all.
+for evander thistlewood", "Szabó Zsófia") and takes capitalized common words for names ("Customer
+Care", "Ya"); these rules find the first kind, judge what the model tags, and tell which texts
+still need the model at all. Word lists live in tasks.pii_name_lists.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterable
-from functools import cache
 
+from tasks.pii_name_lists import (
+    PARTICLES,
+    TITLES,
+    first_names,
+    last_names,
+    name_word,
+    stop_words,
+    surname_shaped,
+    zipf_rare,
+)
 from tasks.pii_recognizers import Span, SpanRecognizer
 
+__all__ = ["PARTICLES", "NameRuleRecognizer", "capitalized", "complete_names", "first_names",
+           "known_words", "last_names", "may_be_name", "name_spans", "needs_ner", "ner_person",
+           "stop_words"]
+
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
-PARTICLES = frozenset((
-    "de", "da", "del", "della", "di", "du", "dos", "das", "van", "von", "der", "den", "ter", "ten",
-    "le", "la", "al", "bin", "ben", "y"
-))
-_TITLES = frozenset((
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "herr", "frau", "mme", "mlle", "sr",
-    "sra", "srta", "sig", "dott", "madam"
-))
-# After these, a known given name is a name even alone or in lower case ("my wife amber").
-_CUE = re.compile(
-    r"(?:\b(?:wife|husband|partner|son|daughter|brother|sister|mother|father|mom|mum|dad|"
-    r"friend|colleague|co-?worker|neighbou?r|manager|boss|named|called|i'?m|i am|this is|"
-    r"it'?s|dear|hi|hello|hey|thanks|thank you|regards|cheers|best|sincerely|signed|ask for|"
-    r"speak to|talk to|contact|patient|customer|client|employee|cardholder|caller|owner|attn|"
-    r"name is|name|reach)[\s,:]+|\b(?:mr|mrs|ms|dr|prof)\.?\s+)$", re.IGNORECASE)
-# After these, a known given name in capitals is a name even alone ("a gift from Grace").
-_WEAK_CUE = re.compile(r"\b(?:from|to|cc|with|for|by|and)\s+$", re.IGNORECASE)
-# After these, any capitalized run is a name: they introduce a person, never a thing.
-_STRONG_CUE = re.compile(
-    r"(?:\b(?:named|i'?m|i am|my name is|name is|name as|name|dear|signed|sincerely|regards|attn|"
-    r"patient|cardholder|employee|customer|client|caller|ask for|speak to|contact:|kontakt:|"
+_TITLE = "|".join(sorted(TITLES, key=len, reverse=True))
+# Before a name: a title ("Dr.", "Herr"); any capitalized word after one is a name ("Dr. Green").
+_TITLE_CUE = re.compile(rf"\b(?:{_TITLE})\.?\s+$", re.IGNORECASE)
+# Before a name: words that introduce, address, quote or relate a person, never a thing; after
+# them a word that is a name word (listed, surname-shaped or no everyday English) is a name, in
+# any case ("spoke to Ferenc", "thanks zsófia", "per Halvorsen", "signed for by E. Okafor").
+_STRONG = re.compile(
+    r"(?:\b(?:wife|husband|partner|fianc[eé]e?|son|daughter|brother|sister|mother|father|mom|"
+    r"mum|dad|grandma|grandpa|grandmother|grandfather|aunt|uncle|cousin|nephew|niece|friend|"
+    r"boyfriend|girlfriend|colleague|co-?worker|neighbou?r|roommate|flatmate|landlord|landlady|"
+    r"tenant|manager|boss|supervisor|nurse|dentist|lawyer|named|i'?m|i am|dear|hi|hello|hey|"
+    r"thanks|thank you|thx|ty|signed|ask for|asked for|asking for|speak to|spoke to|"
+    r"speaking to|speak with|spoke with|talk to|talked to|talking to|talk with|chat with|"
+    r"chatted with|per|according to|cc|cc'?d|copied|copying|bcc|attn|attention|patient|"
+    r"customer|client|employee|"
+    r"cardholder|caller|applicant|passenger|recipient|sender|payee|beneficiary|name is|"
+    r"name was|name as|names? are|name\s*:|"
     r"(?:signed|sent|submitted|approved|requested|reported|written|created|assigned|opened|"
-    r"entered|completed) by)[\s,:]+|\b(?:mr|mrs|ms|miss|mx|dr|prof|herr|frau|mme|mlle|sr|sra)"
-    r"\.?\s+)$", re.IGNORECASE)
+    r"entered|completed|received|collected|delivered|handled|reviewed|referred|witnessed|"
+    r"prepared|issued|authorised|authorized|verified|checked|picked up|left|filed)"
+    r"(?: for| in| out| up)? by)[\s,:]+|\b(?:best|cheers|regards|sincerely|yours|love|"
+    r"xoxo|thanks|greetings),?\s*\n\s*|\b(?:best|cheers|regards)\s*,\s*)$", re.IGNORECASE)
+# Cues too common to admit a name word that is not on a name list ("a gift from Grace", but not
+# "a headset from Plantronics").
+# Case-sensitive: a capitalized "For" or "With" mid-sentence marks a Title Case headline.
+_WEAK = re.compile(r"\b(?:with|from|to|for|and|or|by|call|ring|text|email|e-mail|message|tell|"
+                   r"told|ping|contact|called|it'?s|this is|member|user|owner|guest|student|"
+                   r"resident|driver|agent|assistant|technician|doctor)[\s,:]+$")
+# Lower-case words that are English inflections, never a name ("psyched", "spicier").
+_INFLECTED = re.compile(r"(?:ed|ing|ier|iest|ly|ness|able|ible|ful|less|ous|ive|ment|tion)$")
+# Cues that also admit an everyday given name in lower case ("ask for mark."), never a continuing
+# word: they ask for a person by name, where a thing rarely follows.
+_NAMING_CUE = re.compile(
+    r"\b(?:named|i'?m|i am|this is|it'?s|my name is|name is|name as|name|ask for|asked for|"
+    r"speak to|spoke to|talk to|dear|wife|husband|son|daughter|brother|sister|friend|colleague|"
+    r"co-?worker|neighbou?r|boss|manager)[\s,:]+$", re.IGNORECASE)
+# After a name: verbs of a person speaking or acting, and "from <department>".
+_PERSON_AFTER = re.compile(
+    r"^(?:\s+(?:has |had |just |also |then |already )?(?:called|rang|phoned|rung|said|says|"
+    r"wrote|writes|emailed|e-mailed|texted|messaged|replied|replies|answered|asked|asks|"
+    r"mentioned|confirmed|signed|agreed|told|tells|promised|approved|visited|stopped by|"
+    r"dropped by|dropped off|picked up|left a|will call|will email|is calling|is on leave|"
+    r"is off|is out|was here|complained|explained|insisted|apologi[sz]ed)\b|"
+    r"\s+(?:from|in|at) (?:billing|support|accounts?|hr|it|sales|legal|finance|payroll|"
+    r"reception|the front desk|customer service|marketing|security|dispatch|the office|"
+    r"admin|compliance|logistics|procurement|facilities)\b|"
+    r"['’]s (?:wife|husband|son|daughter|mother|father|mom|mum|dad|phone|number|email|address|"
+    r"account|desk|office|birthday)\b|,? who\b)", re.IGNORECASE)
+# After a name or a thing: verbs that need a listed name or a word inside a sentence.
+_ACTS_AFTER = re.compile(r"^\s+(?:recommended|suggested|thinks|thought|wants|wanted|needs|"
+                         r"needed|says so|agrees)\b", re.IGNORECASE)
+_DETERMINER = re.compile(r"\b(?:the|a|an|my|our|your|their|his|her|its|this|that|these|those|"
+                         r"every|any|some|no)\s+$", re.IGNORECASE)
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"“(]\s*|\s-\s)$")
 
 
-@cache
-def stop_words() -> frozenset[str]:
-    """Words that are never a name token, even when capitalized: function words, greetings,
-    calendar words and the nouns that follow "Dear"."""
-    from spacy.lang.en.stop_words import STOP_WORDS
-
-    extra = (
-        "hi", "hello", "hey", "dear", "thanks", "thank", "regards", "cheers", "best", "kind",
-        "sincerely", "yes", "no", "ok", "okay", "please", "sir", "madam", "team", "support",
-        "customer", "client", "service", "sales", "all", "everyone", "monday", "tuesday",
-        "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march",
-        "april", "may", "june", "july", "august", "september", "october", "november", "december",
-        "today", "tomorrow", "yesterday", "name", "subject", "re", "fw", "fwd", "date", "phone",
-        "mobile", "email", "tel", "mail", "address", "city", "dob", "ssn", "iban", "bic", "card",
-        "account", "order", "invoice", "ticket", "patient", "employee", "meeting", "notes",
-        "customer", "contact", "emergency", "shipping", "bank", "details", "transfer", "wire",
-        "new", "reply"
-    )
-    return frozenset(STOP_WORDS) | frozenset(extra) | _TITLES
+def _key(word: str) -> str:
+    """The case-folded word without a possessive ending ("Fox's" → "fox")."""
+    folded = word.casefold()
+    return folded[:-2] if folded.endswith(("'s", "’s")) else folded
 
 
-GAZETTEER_LOCALES = ("en_US", "en_GB", "en_IE", "en_NZ", "en_IN", "de_DE", "de_AT", "de_CH",
-                     "fr_FR", "fr_CA", "es_ES", "es_MX", "es_AR", "pt_BR", "pt_PT", "it_IT",
-                     "nl_NL", "nl_BE", "pl_PL", "cs_CZ", "sk_SK", "sv_SE", "da_DK", "no_NO",
-                     "fi_FI", "ro_RO", "hu_HU", "hr_HR", "tr_TR")
+def _given(word: str) -> bool:
+    return _key(word) in first_names() and _key(word) not in stop_words()
 
 
-def _faker_names(attrs: tuple[str, ...]) -> frozenset[str]:
-    names: set[str] = set()
-    for locale in GAZETTEER_LOCALES:
-        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
-        for attr in attrs:
-            values = getattr(provider, attr, ())
-            if not isinstance(values, property):
-                names.update(values)
-    return frozenset(n.casefold() for n in names if len(n) >= 3)
-
-
-@cache
-def first_names() -> frozenset[str]:
-    """Case-folded given names from Faker's census-derived lists for 29 locales, a public
-    gazetteer."""
-    return _faker_names(("first_names", "first_names_male", "first_names_female"))
-
-
-@cache
-def last_names() -> frozenset[str]:
-    return _faker_names(("last_names",))
+def _listed(word: str) -> bool:
+    key = _key(word)
+    return key not in stop_words() and (key in first_names() or key in last_names())
 
 
 def capitalized(token: str) -> bool:
-    return token[0].isupper() and token.casefold() not in stop_words()
+    return token[0].isupper() and _key(token) not in stop_words()
 
 
 def _continues_name(m: re.Match, caps: bool) -> bool:
@@ -104,70 +113,193 @@ def _continues_name(m: re.Match, caps: bool) -> bool:
             and (caps or len(word) == 1 or not word.isupper()))
 
 
-def _name_end(tokens: list[re.Match], i: int) -> int:
-    """Index of the last word of the name starting at ``tokens[i]``: capitalized words (and
-    particles before one, "van der Sloot") on the same line, four at most."""
-    text, caps = tokens[i].string, len(tokens[i].group()) > 1 and tokens[i].group().isupper()
-    j = i
-    while j + 1 < len(tokens) and j - i < 3:
-        if text[tokens[j].end() : tokens[j + 1].start()] not in (" ", "-"):
+def _lower_name(word: str) -> bool:
+    """A lower-case word that can be part of a name: rare in English or a listed name that is no
+    everyday word ("thistlewood", "zsófia", "fotheringay-pratt", but not "said" or "floor")."""
+    key = _key(word)
+    if key in stop_words() or len(key) < 3 or not word.islower():
+        return False
+    # Each part of a compound is rare or listed and one is rare: "fotheringay-pratt".
+    parts = [p for p in re.split(r"[-'’]", key) if p]
+    return any(map(zipf_rare, parts)) and all(
+        zipf_rare(p) or p in first_names() or p in last_names() for p in parts)
+
+
+def _gap(tokens: list[re.Match], j: int) -> str:
+    return tokens[j].string[tokens[j].end() : tokens[j + 1].start()]
+
+
+def _name_end(tokens: list[re.Match], i: int, lower: bool = False) -> int:
+    """Index of the last word of the name starting at ``tokens[i]``: capitalized words (or, with
+    ``lower``, lower-case name words), particles before one ("van der Sloot", "de la Cruz") and
+    initials ("John Q. Public") on the same line, four words at most past particles."""
+    caps = len(tokens[i].group()) > 1 and tokens[i].group().isupper()
+    j, words = i, 1
+    while j + 1 < len(tokens) and words < 4:
+        gap = _gap(tokens, j)
+        initial = len(tokens[j].group()) == 1 and tokens[j].group().isupper() and gap == ". "
+        if gap not in (" ", "-") and not initial:
             break
-        if _continues_name(tokens[j + 1], caps):
-            j += 1
-        elif (tokens[j + 1].group() in PARTICLES and j + 2 < len(tokens)
-              and text[tokens[j + 1].end() : tokens[j + 2].start()] == " "
-              and _continues_name(tokens[j + 2], caps)):
-            j += 2
-        else:
+        k = j + 1
+        while (k + 1 < len(tokens) and k - j <= 3 and tokens[k].group().casefold() in PARTICLES
+               and _gap(tokens, k) == " "):
+            k += 1
+        nxt = tokens[k]
+        # In capitals or lower case the case tells nothing: only name words go on a name.
+        ok = (_lower_name(nxt.group()) if lower else _continues_name(nxt, caps)
+              and (not caps or zipf_rare(_key(nxt.group())) or surname_shaped(nxt.group())))
+        if not ok or (k > j + 1 and gap != " "):
             break
+        j, words = k, words + 1
     return j
 
 
+def _cue_before(text: str, start: int) -> str:
+    return text[max(0, start - 40) : start]
+
+
+def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
+    """Whether the capitalized run ``tokens[i..j]`` is a name by the words around it or in it."""
+    text, first = tokens[i].string, tokens[i].group()
+    before, after = _cue_before(text, tokens[i].start()), text[tokens[j].end() :]
+    if tokens[j].group().casefold().endswith(("'s", "’s")):
+        after = text[tokens[j].end() - 2 :]  # "Ter-Petrosyan's wife"
+    words = [t.group() for t in tokens[i : j + 1]
+             if t.group().casefold() not in PARTICLES and len(t.group()) > 1]
+    if _TITLE_CUE.search(before) or (len(words) > 1 and any(
+            len(t.group()) == 1 and _gap(tokens, k) == ". "
+            for k, t in enumerate(tokens[i:j], start=i))):
+        return True  # after a title, or around a middle initial ("John Q. Public")
+    all_name_words = all(map(name_word, words))
+    weak_ok = len(words) > 1 or surname_shaped(first) or (
+        _listed(first) and zipf_rare(_key(first)))
+    if (_STRONG.search(before) and any(map(name_word, words))) or (
+            name_word(first) and _WEAK.search(before) and weak_ok):
+        return True
+    # "Halvorsen called"; one word opening a sentence must be a listed or surname-shaped name.
+    if all_name_words and (_PERSON_AFTER.match(after) or (_ACTS_AFTER.match(after) and (
+            len(words) > 1 or not _SENTENCE_START.search(before) or _listed(first)
+            or surname_shaped(first)))):
+        return True
+    if len(words) < 2:
+        return False
+    # A given name and another name word ("Grace Kelly", "Szabó Zsófia"), or a family name with
+    # name words ("Takahashi Haruto"), or rare words only, not at a sentence start ("Bolat
+    # Seitkali"): a run of everyday words ("Customer Care", "Great Subway") is no name.
+    # Listed names that are everyday words ("Summer Sale", "Golden Kettle") need a rare one.
+    # A particle between capitalized words ("Ahmad bin Abdullah") counts as a rare word.
+    rare = any(zipf_rare(_key(w)) or surname_shaped(w) for w in words) or any(
+        t.group() in PARTICLES for t in tokens[i + 1 : j])
+    if _given(first) and name_word(words[1]) and rare:
+        return True
+    if all_name_words and rare and any(_listed(w) or surname_shaped(w) for w in words):
+        return True
+    return (all(zipf_rare(_key(w)) for w in words) and not _SENTENCE_START.search(before))
+
+
 def name_spans(text: str) -> list[Span]:
-    """Names found by rule: a given name followed by capitalized words, a given name or a
-    capitalized run after a cue ("Dr.", "my wife", "name:"), "Doe, Jane" and lower-case
-    "jane doe" after a cue."""
+    """Names found by rule: capitalized runs judged by ``_capitalized_name``, "Doe, Jane", and
+    lower-case names after a cue ("ask for evander thistlewood") or before one ("jeff called")."""
     tokens = list(_TOKEN.finditer(text))
-    given, family, stop = first_names(), last_names(), stop_words()
     spans: list[Span] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        word, folded = tok.group(), tok.group().casefold()
-        before = text[max(0, tok.start() - 30) : tok.start()]
-        if word[0].isupper() and folded not in stop:
-            j = _name_end(tokens, i)
-            if (folded in given and (j > i or _CUE.search(before) or _WEAK_CUE.search(before))) \
-                    or _STRONG_CUE.search(before):
+        word = tok.group()
+        before = _cue_before(text, tok.start())
+        if word.casefold() in PARTICLES and _TITLE_CUE.search(before) and i + 1 < len(tokens):
+            j = _name_end(tokens, i)  # "Mr. van der Berg": the run starts at a particle
+            if j > i:
                 spans.append(Span(tok.start(), tokens[j].end(), "PERSON"))
                 i = j + 1
                 continue
-            prev = tokens[i - 1] if i else None
-            if (folded in given and prev and text[prev.end() : tok.start()] == ", "
-                    and capitalized(prev.group())):
-                spans.append(Span(prev.start(), tok.end(), "PERSON"))  # "Doe, Jane"
-            elif j > i and tokens[j].group().casefold() in family:
-                spans.append(Span(tok.start(), tokens[j].end(), "PERSON"))  # "Wei Zhang"
+        if capitalized(word):
+            j = _name_end(tokens, i)
+            if _capitalized_name(tokens, i, j):
+                start = _particles_before(tokens, i)
+                spans.append(Span(tokens[start].start(), tokens[j].end(), "PERSON"))
                 i = j + 1
                 continue
-        elif word.islower() and folded in given and folded not in stop and _CUE.search(before):
-            end = i
-            if (i + 1 < len(tokens) and text[tok.end() : tokens[i + 1].start()] == " "
-                    and tokens[i + 1].group().casefold() in family
-                    and tokens[i + 1].group().casefold() not in stop):
-                end = i + 1
-            spans.append(Span(tok.start(), tokens[end].end(), "PERSON"))
-            i = end + 1
-            continue
+            prev = tokens[i - 1] if i else None
+            if (_given(word) and prev and text[prev.end() : tok.start()] == ", "
+                    and capitalized(prev.group())
+                    and not (spans and spans[-1].end > prev.start())):
+                spans.append(Span(prev.start(), tok.end(), "PERSON"))  # "Doe, Jane"
+        elif word.islower():
+            j = _lower_run(tokens, i, before)
+            if j is not None:
+                spans.append(Span(tok.start(), tokens[j].end(), "PERSON"))
+                i = j + 1
+                continue
         i += 1
     return spans
+
+
+def _particles_before(tokens: list[re.Match], i: int) -> int:
+    """Index of the first of the particles just before ``tokens[i]`` ("bin Rashidi Faisal",
+    "Te Whata"), or ``i``."""
+    k = i
+    while k > 0 and i - k < 3 and tokens[k - 1].group().casefold() in PARTICLES \
+            and _gap(tokens, k - 1) == " ":
+        k -= 1
+    return k
+
+
+def _lower_run(tokens: list[re.Match], i: int, before: str) -> int | None:
+    """Index of the last word of a lower-case name starting at ``tokens[i]``, or None."""
+    word, text = tokens[i].group(), tokens[i].string
+    after = text[tokens[i].end() :]
+    if _INFLECTED.search(word):
+        return None
+    if _lower_name(word) and (_TITLE_CUE.search(before) or (_STRONG.search(before) and (
+            _listed(word) or not re.search(r"\bi'?m\s+$|\bi am\s+$", before, re.I)))):
+        return _name_end(tokens, i, lower=True)
+    # "jeff called", but not "the guy called": verbs only, no article before.
+    if (_given(word) and _PERSON_AFTER.match(after) and "who" not in after[:6]
+            and not _DETERMINER.search(before)):
+        return i
+    # An everyday given name ("mark", "bill") only where it is asked for by name and ends the
+    # phrase: "ask for mark." but not "my husband said she".
+    if _given(word) and (_NAMING_CUE.search(before) or _STRONG.search(before)):
+        if re.match(r"^(?:\s*[,.!?;)]|\s*$|\n)", after):
+            return i
+        nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
+        if nxt and (_lower_name(nxt) or (_listed(nxt) and not _INFLECTED.search(nxt))):
+            return _name_end(tokens, i + 1, lower=True)  # "it's hans müller"
+    return None
+
+
+
+def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The part of a model's PERSON span that can be a name, or None: leading everyday words go
+    ("Director Paul Matthews" → "Paul Matthews"); a run of everyday words ("Customer Care",
+    "Bonus Caller Prize", "Ya"), or one word after an article ("the Pho") is no person."""
+    words = [m for m in _TOKEN.finditer(text, start, end)]
+    while words and not (name_word(words[0].group()) or _given(words[0].group())):
+        words.pop(0)
+    if not words or any(c.isdigit() for c in text[words[0].start() : words[-1].end()]):
+        return None
+    first = words[0].group()
+    if not first[0].isupper():
+        return None
+    # A name ends in a name word ("Golden Kettle", "Ring Doorbell" do not); one word alone is a
+    # given name, or a rare word not after an article ("the Pho"), not an everyday family name
+    # ("Curry").
+    last = words[-1].group()
+    if not name_word(last) or (len(words) > 1 and not (
+            _given(first) or all(name_word(w.group()) for w in words[1:]))):
+        return None
+    if len(words) == 1 and not _given(first) and (not zipf_rare(_key(first)) or _DETERMINER.search(
+            text[max(0, words[0].start() - 12) : words[0].start()])):
+        return None
+    return words[0].start(), words[-1].end()
 
 
 def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
     """Index of the first word of the capitalized run that ends at ``tokens[j]``."""
     i = j
-    while i > 0 and j - i < 3 and tokens[i].string[tokens[i - 1].end() : tokens[i].start()] \
-            == " " and _continues_name(tokens[i - 1], caps):
+    while i > 0 and j - i < 3 and _gap(tokens, i - 1) == " " \
+            and _continues_name(tokens[i - 1], caps) and name_word(tokens[i - 1].group()):
         i -= 1
     return i
 
@@ -183,14 +315,18 @@ def complete_names(text: str, spans: list[Span]) -> list[Span]:
             out.append(s)
             continue
         caps = text[s.start : s.end].isupper()
-        people.add((_run_start(tokens, inside[0], caps), _name_end(tokens, inside[-1])))
+        lower = tokens[inside[-1]].group().islower()
+        people.add((_run_start(tokens, inside[0], caps), max(
+            inside[-1], _name_end(tokens, inside[-1], lower=lower))))
     for first, last in list(people):
         caps = text[tokens[first].start() : tokens[last].end()].isupper()
         if (first >= 2 and tokens[first - 1].group().casefold() in ("and", "or")
-                and _continues_name(tokens[first - 2], caps)):
+                and _continues_name(tokens[first - 2], caps)
+                and name_word(tokens[first - 2].group())):
             people.add((_run_start(tokens, first - 2, caps), first - 2))
         if (last + 2 < len(tokens) and tokens[last + 1].group().casefold() in ("and", "or")
-                and _continues_name(tokens[last + 2], caps)):
+                and _continues_name(tokens[last + 2], caps)
+                and name_word(tokens[last + 2].group())):
             people.add((last + 2, _name_end(tokens, last + 2)))
     return out + [Span(tokens[a].start(), tokens[b].end(), "PERSON") for a, b in sorted(people)]
 
