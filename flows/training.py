@@ -1,4 +1,6 @@
-"""The training flow: ingest → validate → anonymize → preflight → train → evaluate → register.
+"""The training flow: ingest → validate → anonymize → preflight → domains → train → evaluate →
+register. The domains stage releases, under DP, the category lists and bounds the contract only
+observed in the data: the model is trained, evaluated and sampled under that released contract.
 
 Each finished stage's result is journaled in the run's folder, so ``privgen run --resume RUN_ID``
 continues a killed run in the same MLflow run: finished stages are skipped (their metrics are not
@@ -20,6 +22,8 @@ from prefect import flow, get_run_logger
 from flows.config import PipelineConfig
 from tasks import tracking
 from tasks.anonymize import anonymize_task
+from tasks.contract import DataContract
+from tasks.domain import domain_task, plan_task
 from tasks.errors import ConfigError
 from tasks.evaluate import audit_report_task, evaluate_task
 from tasks.ingest import IngestResult, ingest_task
@@ -97,16 +101,21 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                              cfg.contract, cfg.anonymize, d["anon"], run_id)
         audit = cfg.audit
         planted = audit.n_canaries * audit.canary_repeats if audit.enabled else 0
+        costs = j.stage("domain-plan", plan_task, anonymized["anonymized_path"], cfg.contract,
+                        cfg.anonymize, cfg.train, cfg.seed, run_id, planted=planted)
         plan = j.stage("preflight", preflight_task, anonymized["anonymized_path"], cfg.train,
-                       cfg.seed, run_id, planted=planted)
+                       cfg.seed, run_id, planted=planted, domain=costs)
         if preflight_only:
             status = "FINISHED"
             return {"run_id": run_id, "rows": validated, "preflight": plan}
+        domains = j.stage("domain", domain_task, anonymized["anonymized_path"], cfg.contract,
+                          costs, cfg.train, cfg.seed, run_id)
+        released = DataContract.model_validate(domains["contract"])
         resume = resume_run_id is not None
-        trained = j.stage("train", train_task, anonymized["anonymized_path"], cfg.contract,
+        trained = j.stage("train", train_task, anonymized["anonymized_path"], released,
                           cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit,
-                          anonymize=cfg.anonymize)
-        evaluated = j.stage("evaluate", evaluate_task, trained, cfg.contract, cfg.evaluate,
+                          anonymize=cfg.anonymize, domain=costs)
+        evaluated = j.stage("evaluate", evaluate_task, trained, released, cfg.evaluate,
                             audit, cfg.seed, d["model"], run_id, anonymize=cfg.anonymize)
         control = None
         if audit.enabled and audit.control and cfg.train.privacy.enabled:
@@ -115,13 +124,13 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                 update={"enabled": False})})
             control_trained = j.stage("control-train",
                                       train_task.with_options(name="control-train"),
-                                      anonymized["anonymized_path"], cfg.contract, plain,
+                                      anonymized["anonymized_path"], released, plain,
                                       cfg.seed, d["control"], run_id, resume=resume,
                                       audit=audit, prefix="control.",
                                       anonymize=cfg.anonymize)
             control = j.stage("control-evaluate",
                               evaluate_task.with_options(name="control-evaluate"),
-                              control_trained, cfg.contract, cfg.evaluate, audit, cfg.seed,
+                              control_trained, released, cfg.evaluate, audit, cfg.seed,
                               d["control"], run_id, prefix="control.",
                               anonymize=cfg.anonymize)
         report = None
@@ -133,7 +142,8 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                              evaluated, ingested.source_digest, cfg.digest(), cfg.register_,
                              cfg.promote, run_id,
                              lineage={"source": ingested.source, "validation": validated,
-                                      "anonymized_path": anonymized["anonymized_path"]},
+                                      "anonymized_path": anonymized["anonymized_path"],
+                                      "domains": domains["report"]},
                              privacy=cfg.train.privacy.model_dump(mode="json"), control=control,
                              power=report["power"] if report else None)
         status = "FINISHED"

@@ -28,6 +28,20 @@ class DType(StrEnum):
     DATETIME = "datetime"
 
 
+class Domain(StrEnum):
+    """Where a column's ``allowed`` values and ``min``/``max``/``earliest``/``latest`` bounds came
+    from. Generation keeps records inside them, so they reach every synthetic record."""
+
+    # Published by the data owner (a product catalog, a rating scale): free to release.
+    PUBLIC = "public"
+    # Seen in the private data (what ``privgen validate --infer`` writes): a category that
+    # occurs once or the oldest person's age. Training estimates them under DP or refuses
+    # (``train.privacy.observed_domains``); they never reach a model as they are.
+    OBSERVED = "observed"
+    # Released by a DP mechanism from observed values (tasks/domain.py), paid for in ε.
+    ESTIMATED = "estimated"
+
+
 class ColumnSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +60,8 @@ class ColumnSpec(BaseModel):
     # quarantines rows outside them, generation samples only inside them.
     earliest: date | None = None
     latest: date | None = None
+    # Hand-written contracts declare public lists and bounds; an inferred one marks them observed.
+    domain: Domain = Domain.PUBLIC
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ColumnSpec:
@@ -58,6 +74,11 @@ class ColumnSpec(BaseModel):
             raise ValueError(f"column {self.name!r}: earliest {self.earliest} is after latest "
                              f"{self.latest}")
         return self
+
+    def domain_fields(self) -> list[str]:
+        """The value-domain fields this spec sets: ``allowed``, ``min``, ``max``, ..."""
+        return [k for k in ("allowed", "min", "max", "earliest", "latest")
+                if getattr(self, k) is not None]
 
     def date_bounds(self) -> tuple[datetime, datetime] | None:
         """The first and last instants ``earliest``/``latest`` allow (naive, UTC), or None."""

@@ -36,6 +36,7 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
             "epsilon": train["epsilon"], "delta": train["delta"],
             "accountant": train["accountant"], "private": train["private"],
             "epsilon_cross_check_pld": train.get("epsilon_pld"),
+            "composition": _composition(train),
             "sampling": f"Poisson, rate {train['sample_rate']:.5g} per step",
             "steps": train["steps"], "epochs": train["epochs"],
             "clipping": f"per-record L2 norm {privacy.get('max_grad_norm')}",
@@ -49,6 +50,7 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
                     "source_sha256": lineage.get("source_digest"),
                     "config_hash": lineage.get("config_digest"),
                     "code_version": lineage.get("code_version")},
+        "released_domains": _domains(lineage.get("domains")),
         "validation": {k: validation.get(k) for k in ("rows_in", "rows_kept",
                                                        "rows_quarantined")},
         "anonymization": {k: anon.get(k) for k in (
@@ -62,6 +64,26 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
             "audit": _summary(control.get("audit", {})), "power": power},
         "policy": {"verdict": "pass" if passed else "fail", "gates": verdicts},
     }
+
+
+def _composition(train: dict) -> str:
+    spend = train.get("domain_spend") or {}
+    if not spend.get("releases"):
+        return "DP-SGD only"
+    return (f"DP-SGD (ε {train['epsilon_sgd']:.4g} alone) composed with {spend['releases']} "
+            f"Gaussian domain releases (σ {spend['noise_multiplier']:.4g}) by one accountant "
+            f"({train['accountant']}); δ includes {spend['delta']:.3g} for category thresholds")
+
+
+def _domains(report: dict | None) -> dict[str, Any]:
+    """Which contract values generation keeps records to were declared public by the data
+    owner and which were paid for under DP (mechanism, noise, how many categories released:
+    never a value that was only observed)."""
+    report = report or {}
+    return {"declared_public": report.get("public", {}),
+            "paid_for": report.get("estimated", {}),
+            "budget_share": report.get("share", 0.0),
+            "observed_not_released": report.get("withheld", {})}
 
 
 def _summary(audit: dict) -> dict:
@@ -84,7 +106,24 @@ def markdown(sheet: dict[str, Any]) -> str:
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in p.items()]
     lines += ["", "## Data lineage", ""]
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["lineage"].items()]
-    lines += [f"- validation: {_fmt(sheet['validation'])}", "", "## Anonymization", ""]
+    lines += [f"- validation: {_fmt(sheet['validation'])}", "", "## Released domains", ""]
+    dom = sheet.get("released_domains") or {}
+    lines += [f"- declared public by the data owner: {c} ({', '.join(f)})"
+              for c, f in dom.get("declared_public", {}).items()]
+    if dom.get("paid_for"):
+        lines.append(f"- paid for under DP, from {dom.get('budget_share', 0):.0%} of the ε "
+                     "target (composed into the ε above):")
+    lines += [f"  - {c} ({', '.join(e['fields'])}): {e.get('mechanism')}, σ "
+              f"{_fmt(e.get('noise_multiplier'))}"
+              + (f", {e['categories_released']} categories released"
+                 if "categories_released" in e else "")
+              + (f", released {_fmt(e['bounds_released'])}" if "bounds_released" in e else "")
+              for c, e in dom.get("paid_for", {}).items()]
+    lines += [f"- observed, not released: {c} ({', '.join(f)})"
+              for c, f in dom.get("observed_not_released", {}).items()]
+    if not any(dom.get(k) for k in ("declared_public", "paid_for", "observed_not_released")):
+        lines.append("- none: generation keeps to no category list or bound")
+    lines += ["", "## Anonymization", ""]
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["anonymization"].items()]
     lines += ["", "## Evaluation", "", f"- held-out perplexity: "
               f"{_fmt(sheet['evaluation']['perplexity'])}"]

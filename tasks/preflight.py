@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
-from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
 from prefect import get_run_logger, task
@@ -19,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.tokenizer import Tokenizer
-from tasks import tracking
+from tasks import composition, tracking
 from tasks.errors import ConfigError, PrivacyError
 from tasks.train import (
     TrainConfig,
@@ -73,6 +72,7 @@ class PreflightReport:
     delta: float
     accountant: str
     dry_run_seconds: float
+    domain_releases: int = 0  # Gaussian histograms that estimated the released domains
 
 
 def plan_sampling(n_records: int, cfg: TrainConfig) -> tuple[float, int]:
@@ -83,9 +83,12 @@ def plan_sampling(n_records: int, cfg: TrainConfig) -> tuple[float, int]:
 
 
 def preflight(n_records: int, cfg: TrainConfig, tokenizer: Tokenizer,
-              seed: int = 0) -> PreflightReport:
-    """``n_records``: the records training will see (after the holdout split)."""
+              seed: int = 0, domain: dict | None = None) -> PreflightReport:
+    """``n_records``: the records training will see (after the holdout split). ``domain``: the
+    domain stage's result; the plan's ε is DP-SGD's composed with its spend, as training
+    will report it, and DP-SGD's σ is calibrated to the ε the spend leaves."""
     p = cfg.privacy
+    spend = composition.DomainSpend.from_dict((domain or {}).get("spend"))
     if n_records < 2:
         raise PrivacyError(f"preflight: {n_records} training records; DP-SGD needs at least 2")
     delta = resolve_delta(p, n_records)
@@ -96,16 +99,15 @@ def preflight(n_records: int, cfg: TrainConfig, tokenizer: Tokenizer,
             raise PrivacyError(f"train.privacy.target_epsilon={p.target_epsilon:g} is above "
                                f"train.privacy.epsilon_ceiling={p.epsilon_ceiling:g}; lower it")
         try:
-            sigma = get_noise_multiplier(target_epsilon=p.target_epsilon, target_delta=delta,
+            sigma = get_noise_multiplier(target_epsilon=(domain or {}).get("sgd_epsilon")
+                                         or p.target_epsilon, target_delta=delta,
                                          sample_rate=sample_rate, steps=steps,
                                          accountant=p.accountant)
         except ValueError as exc:
             raise PrivacyError(f"train.privacy.target_epsilon={p.target_epsilon:g} is not "
                                f"reachable with {steps} steps at sample rate {sample_rate:.4g} "
                                f"({exc}); raise it or train fewer steps") from None
-        accountant = create_accountant(p.accountant)
-        accountant.history = [(sigma, sample_rate, steps)]
-        epsilon = float(accountant.get_epsilon(delta))
+        epsilon = composition.epsilon(p.accountant, (sigma, sample_rate, steps), spend, delta)
         if not epsilon <= p.epsilon_ceiling:
             raise PrivacyError(f"the plan reaches ε={epsilon:.3g}, above "
                                f"train.privacy.epsilon_ceiling={p.epsilon_ceiling:g}")
@@ -114,7 +116,8 @@ def preflight(n_records: int, cfg: TrainConfig, tokenizer: Tokenizer,
             raise PrivacyError(f"train.model: Opacus cannot train it privately: {errors[0]}")
     seconds = _dry_run(cfg, tokenizer, seed)
     return PreflightReport(n_records, sample_rate, steps, sigma, epsilon, delta,
-                           p.accountant if p.enabled else "none", seconds)
+                           p.accountant if p.enabled else "none", seconds,
+                           spend.releases if p.enabled else 0)
 
 
 def _dry_run(cfg: TrainConfig, tokenizer: Tokenizer, seed: int) -> float:
@@ -136,13 +139,13 @@ def _dry_run(cfg: TrainConfig, tokenizer: Tokenizer, seed: int) -> float:
 
 @task(name="preflight", cache_policy=NO_CACHE)
 def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: str,
-                   planted: int = 0) -> dict:
+                   planted: int = 0, domain: dict | None = None) -> dict:
     """The plan for the records training will actually see: the same holdout split, plus the
-    ``planted`` audit canary records."""
+    ``planted`` audit canary records; its ε includes the ``domain`` stage's spend."""
     rows = pd.read_parquet(anonymized_path)
     train_df, held_df = split_holdout(rows, cfg.holdout_fraction, seed)
     check_table_size(len(rows), len(train_df), len(held_df), cfg.holdout_fraction)
-    report = preflight(len(train_df) + planted, cfg, load_tokenizer(cfg.model), seed)
+    report = preflight(len(train_df) + planted, cfg, load_tokenizer(cfg.model), seed, domain)
     tracking.log_params(run_id, {"preflight.noise_multiplier": report.noise_multiplier,
                                  "preflight.steps": report.steps,
                                  "preflight.sample_rate": report.sample_rate,
@@ -150,7 +153,8 @@ def preflight_task(anonymized_path: str, cfg: TrainConfig, seed: int, run_id: st
     create_markdown_artifact(key="preflight-report", markdown=(
         f"# Preflight\n\n- training records: {report.records}\n- sample rate: "
         f"{report.sample_rate:.4f}, steps: {report.steps}\n- σ: {report.noise_multiplier:.3f}"
-        f"\n- ε reached: {report.epsilon:.3f} at δ {report.delta:.2e} ({report.accountant})\n"
+        f"\n- ε reached: {report.epsilon:.3f} at δ {report.delta:.2e} ({report.accountant}"
+        f"{f', with {report.domain_releases} domain releases' if report.domain_releases else ''})\n"
         f"- dry run: {report.dry_run_seconds:.1f} s\n"))
     get_run_logger().info("plan: σ %.3f, %d steps, q %.4f, ε %.2f", report.noise_multiplier,
                           report.steps, report.sample_rate, report.epsilon)

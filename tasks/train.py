@@ -34,7 +34,7 @@ from models import tokenizer as tokenizers
 from models.records import RecordCodec
 from models.replay import ReplayIndex
 from models.tokenizer import Tokenizer
-from tasks import release, tracking
+from tasks import composition, release, tracking
 from tasks.audit import AuditConfig, make_canaries
 from tasks.contract import DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
@@ -67,6 +67,12 @@ class PrivacyConfig(BaseModel):
     poisson_sampling: bool = True
     # Release runs: cryptographically secure noise and sampling (needs torchcsprng).
     secure_mode: bool = False
+    # Contract values seen in the private data (``domain: observed``) that generation would keep
+    # records to: "dp" estimates them under DP from ``domain_share`` of the budget
+    # (tasks/domain.py); "refuse" stops before training, naming what to declare public.
+    observed_domains: Literal["dp", "refuse"] = "dp"
+    # Share of target_epsilon and of δ those estimates get; DP-SGD is calibrated to the rest.
+    domain_share: float = Field(default=0.1, gt=0.0, lt=1.0)
 
     @field_validator("poisson_sampling")
     @classmethod
@@ -191,16 +197,19 @@ def encode(df: pd.DataFrame, codec: RecordCodec, tokenizer: Tokenizer,
     return [tokenizer.encode(codec.encode(row), max_length) for row in df.to_dict("records")]
 
 
-def pld_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """ε of the same Poisson-subsampled Gaussian mechanism from Google's privacy-loss-distribution
-    accountant (dp-accounting): an implementation independent of Opacus', as a cross-check."""
-    from dp_accounting import dp_event
-    from dp_accounting.pld import pld_privacy_accountant
+def _composed(cfg: TrainConfig, spend: composition.DomainSpend, sgd_epsilon: float,
+              n: int) -> tuple[TrainConfig, Callable[[int], float]]:
+    """(the config DP-SGD is calibrated with: its ε target is what the domain estimates left,
+    ε after ``steps`` of it composed with ``spend``), σ and q as Opacus sets them for ``n``."""
+    from opacus.accountants.utils import get_noise_multiplier
 
-    step = dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(noise_multiplier))
-    accountant = pld_privacy_accountant.PLDAccountant()
-    accountant.compose(dp_event.SelfComposedDpEvent(step, steps))
-    return float(accountant.get_epsilon(delta))
+    p = cfg.privacy.model_copy(update={"target_epsilon": sgd_epsilon})
+    delta, batches = resolve_delta(p, n), math.ceil(n / cfg.batch_size)
+    sigma = get_noise_multiplier(target_epsilon=sgd_epsilon, target_delta=delta,
+                                 sample_rate=1 / batches, steps=batches * cfg.epochs,
+                                 accountant=p.accountant)
+    return cfg.model_copy(update={"privacy": p}), lambda steps: composition.epsilon(
+        p.accountant, (sigma, 1 / batches, steps), spend, delta)
 
 
 def resolve_delta(cfg: PrivacyConfig, n: int) -> float:
@@ -442,14 +451,17 @@ def plant_canaries(train_df: pd.DataFrame, text_column: str, cfg: AuditConfig,
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, seed: int,
                out_dir: str, run_id: str, resume: bool = False, audit: AuditConfig | None = None,
-               prefix: str = "", anonymize: AnonymizeConfig | None = None) -> dict:
+               prefix: str = "", anonymize: AnonymizeConfig | None = None,
+               domain: dict | None = None) -> dict:
     """``anonymize``: the settings that made the anonymized data; with them, the model's
     release rules (``release.json``: each field's released type, values and form) are built
     from ``contract`` as the anonymize stage released it, else ``contract`` is taken to describe
     the data as released. ``resume``: continue from ``out_dir``'s checkpoint when there is
     one (same run, same config), keeping its accountant history; otherwise train from scratch.
     ``audit``: plant its canaries in the training data (``canaries.json`` in ``out_dir`` says
-    which). ``prefix``: put before every MLflow key, so a control model can share the run."""
+    which). ``prefix``: put before every MLflow key, so a control model can share the run.
+    ``domain``: the domain stage's result (``tasks.domain``): its spend is composed with
+    DP-SGD's into every ε reported, and DP-SGD is calibrated to the ε it leaves."""
     logger = get_run_logger()
     out = Path(out_dir)
     checkpoint = out / "checkpoint.pt"
@@ -475,6 +487,10 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         canaries_path = str(write_json(spec, out / "canaries.json"))
     tokenizer = load_tokenizer(cfg.model)
     sequences = encode(train_df, codec, tokenizer, cfg.model.block_size)
+    spend = composition.DomainSpend.from_dict((domain or {}).get("spend"))
+    sgd_cfg, total = cfg, None  # total: ε after some steps, composed with the domain estimates
+    if spend.releases and cfg.privacy.enabled:
+        sgd_cfg, total = _composed(cfg, spend, domain["sgd_epsilon"], len(sequences))
     log_params({
         "train.records": len(sequences), "train.holdout_records": len(holdout_df),
         "train.epochs": cfg.epochs, "train.batch_size": cfg.batch_size,
@@ -493,6 +509,8 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     })
 
     def on_epoch_end(m: dict) -> None:
+        if total is not None:
+            m = m | {"epsilon": total(m["steps"])}
         metrics = {"train.loss": m["loss"]}
         if math.isfinite(m["epsilon"]):
             metrics["privacy.epsilon"] = m["epsilon"]
@@ -503,6 +521,8 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
                                       "progress": (m["epoch"], cfg.epochs, "epochs")})
 
     def on_end(m: dict) -> None:  # runs even when training fails: what was spent is on record
+        if total is not None:
+            m = m | {"epsilon": total(m["steps"])}
         if math.isfinite(m["epsilon"]):
             log_metrics({"privacy.epsilon_spent": m["epsilon"], "privacy.delta": m["delta"],
                          "privacy.steps_taken": m["steps"]}, step=m["steps"])
@@ -513,8 +533,11 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
             on_epoch_end(m)
 
     resume_from = checkpoint if resume and checkpoint.is_file() else None
-    model, result = train(sequences, cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
+    model, result = train(sequences, sgd_cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
                           checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
+    epsilon_sgd = result.epsilon
+    if total is not None:
+        result.epsilon = total(result.steps)
     meta = {"codec": codec.to_dict(),
             "tokenizer": "bytes" if tokenizer.byte_level else "pretrained",
             "tokenizer_fit_on_private_data": False,
@@ -535,7 +558,8 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
                 "privacy.sample_rate": result.sample_rate, "privacy.steps": result.steps})
     check = None
     if result.private:
-        check = pld_epsilon(result.noise_multiplier, result.sample_rate, result.steps, result.delta)
+        check = composition.pld_epsilon(
+            (result.noise_multiplier, result.sample_rate, result.steps), spend, result.delta)
         log_metrics({"privacy.epsilon_pld": check})
         # RDP's ε is a looser upper bound, so only an understatement is suspect.
         if check > 1.05 * result.epsilon:
@@ -551,4 +575,5 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         f"- time: {result.seconds:.0f} s\n"))
     return {"model_dir": str(model_dir), "holdout_path": str(holdout_path),
             "train_path": str(train_path), "canaries_path": canaries_path, "epsilon_pld": check,
+            "epsilon_sgd": epsilon_sgd, "domain_spend": asdict(spend),
             **asdict(result)}
