@@ -23,7 +23,7 @@ _PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|mobile|mob|cell|call|ring
 # "whatsapp+4915112345678", "Tel.+49 …"): the match may start right after them.
 _GLUED_TO = ("tel", "tel.", "tel:", "phone", "mobile", "mob", "mob.", "cell", "fax", "ph", "ph.",
              "whatsapp", "tlf", "telefon", "call", "sms")
-PHONE_START = "(?:(?<![\\w+./-])|" + "|".join(
+PHONE_START = "(?=[\\d+(])(?:(?<![\\w+./-])|" + "|".join(
     f"(?<=(?i:{re.escape(w)}))" for w in _GLUED_TO) + ")"
 # An extension after the number: "x209", "ext. 31", "ext 4", "extension 12", "#12".
 _EXTENSION = re.compile(r"\s{0,2},?\s{0,2}(?:x|ext\.?|extn\.?|extension|#)\s{0,2}\d{1,6}(?!\w)",
