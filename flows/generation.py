@@ -28,7 +28,8 @@ progress = logging.getLogger("privgen.progress")
 def _generation(cfg: GenerateConfig, experiment: str) -> dict:
     output_format(cfg.out)  # a bad file name fails before any sampling
     run_id = tracking.start_run(experiment, time.strftime("generate-%Y%m%d-%H%M%S"), {
-        "privgen.flow": "generation", "privgen.model": cfg.model})
+        "privgen.flow": "generation", "privgen.model": cfg.model},
+        setting="privgen generate --experiment NAME")
     status = "FAILED"
     try:
         tracking.log_params(run_id, {"config.hash": cfg.digest()})

@@ -14,6 +14,7 @@ import difflib
 import gzip
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def head_bytes(path: Path, cfg: IngestConfig) -> bytes:
     try:
         with reader:
             return reader.read(SAMPLE_BYTES)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise InputError(f"{path}: starts like a gzip file but cannot be decompressed "
                          f"({type(exc).__name__}); export it again") from None
 

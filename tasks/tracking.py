@@ -25,10 +25,21 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
-    """Create a run in ``experiment`` (created if missing) and return its id; the run stays open."""
+def start_run(experiment: str, run_name: str, tags: dict[str, str],
+              setting: str = "--set experiment=NAME") -> str:
+    """Create a run in ``experiment`` (created if missing) and return its id; the run stays open.
+
+    Raises ConfigError when the experiment was deleted (in the MLflow UI, say): MLflow keeps
+    the name taken until the experiment is restored or purged; ``setting`` is the option that
+    names another experiment, for the message."""
     c = client()
     exp = c.get_experiment_by_name(experiment)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"MLflow experiment {experiment!r} (id {exp.experiment_id}) is deleted; restore it "
+            f"with `MLFLOW_TRACKING_URI={mlflow.get_tracking_uri()} mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}` (or in the MLflow UI), or log to another "
+            f"experiment with {setting}")
     exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
     return c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
 
