@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks.contract import ColumnSpec, DataContract, Domain, DType, Role
 from tasks.ingest import INGEST_ERROR, IngestConfig, records
 from tasks.validate import cast
 
@@ -209,7 +209,41 @@ class Inference:
 
     def to_yaml(self) -> str:
         return contract_to_yaml(self.contract, self.notes, self.ingest,
-                                f"from {self.source} ({self.rows} rows)")
+                                f"from {self.source} ({self.rows} rows)") + stage_sections(
+            self.contract)
+
+
+# Column names that say "the outcome": what the train-on-synthetic test should predict.
+_LABEL_WORDS = {"y", "label", "target", "class", "outcome", "income", "churn", "default",
+                "result", "status", "diagnosis", "response"}
+
+
+def utility_label(contract: DataContract) -> str | None:
+    """A guess at the column a train-on-synthetic model should predict: a kept category with
+    a short value list, named like an outcome, else the last (datasets put the label last)."""
+    kept = (Role.CATEGORY, Role.SENSITIVE)
+    labels = [c.name for c in contract.columns if c.role in kept and c.allowed
+              and 2 <= len(c.allowed) <= MAX_ALLOWED]
+    named = [n for n in labels if _LABEL_WORDS & set(_words(n))]
+    return (named or labels or [None])[-1]
+
+
+def stage_sections(contract: DataContract) -> str:
+    """The anonymize and evaluate settings the proposed contract needs, as YAML with comments:
+    a file with a ``contract:`` starts from the stages' generic defaults, not the demo's."""
+    dated, numeric = (DType.DATE, DType.DATETIME), (DType.INTEGER, DType.FLOAT)
+    rules = {c.name: "year" if c.dtype in dated else "bin:10" for c in contract.columns
+             if c.role is Role.QUASI_IDENTIFIER and (c.dtype in dated or c.dtype in numeric)}
+    lines = ["anonymize:",
+             "  # Quasi-identifiers: dates to their year, numbers to bands of 10; text ones get",
+             "  # anonymize's default (see anonymize.generalize). Coarser steps follow for k."]
+    lines += ["  generalize:"] + [f"    {_scalar(k)}: {_scalar(v)}" for k, v in rules.items()] \
+        if rules else ["  generalize: {}"]
+    label = utility_label(contract)
+    lines += ["evaluate:", "  # The column the train-on-synthetic test predicts; null: the first "
+              "category column."]
+    lines.append(f"  utility_label: {_scalar(label)}")
+    return "\n".join(lines) + "\n"
 
 
 def _propose(col: _Column, rows: int) -> tuple[ColumnSpec, str]:
@@ -257,9 +291,17 @@ def _propose(col: _Column, rows: int) -> tuple[ColumnSpec, str]:
         spec["regex"] = _shape_regex(next(iter(col.shapes)))
     elif role is Role.DIRECT_IDENTIFIER and col.values and col.emails == col.values:
         spec["regex"] = _EMAIL
-    if role is Role.CATEGORY and distinct and distinct <= MAX_ALLOWED:
+    # Every value seen, and the extremes, come from the private data: marked observed, so a
+    # training run estimates them under DP (or refuses) instead of releasing them (issue 12).
+    if role in (Role.CATEGORY, Role.SENSITIVE) and dtype is DType.STRING and distinct \
+            and distinct <= MAX_ALLOWED:
         spec["allowed"] = tuple(sorted(col.counts))
-    if col.low is not None and dtype in (DType.INTEGER, DType.FLOAT):
+        spec["domain"] = Domain.OBSERVED
+    if col.low is not None and dtype is DType.INTEGER and role not in (Role.ID,
+                                                                       Role.DIRECT_IDENTIFIER):
+        spec["min"], spec["max"] = int(col.low), int(col.high)
+        spec["domain"] = Domain.OBSERVED
+    elif col.low is not None and dtype is DType.FLOAT:
         notes.append(f"observed range {col.low:g} to {col.high:g}")
     return ColumnSpec(**spec), "; ".join(notes)
 
@@ -362,6 +404,9 @@ def contract_to_yaml(contract: DataContract, notes: dict[str, str] | None = None
         "#   id: keyed pseudonym; direct_identifier: dropped; quasi_identifier: generalized;",
         "#   text: personal data scrubbed; category, numeric, datetime, sensitive: kept.",
         "# Use it with `privgen run --config THIS_FILE`, or copy the sections into your config.",
+        "# domain: observed marks allowed values and min/max seen in the private data: training",
+        "# estimates them under DP from part of the budget (train.privacy.observed_domains).",
+        "# Write domain: public only where the data owner publishes those values anyway.",
     ]
     if ingest:
         lines.append("ingest:")
@@ -375,10 +420,10 @@ def contract_to_yaml(contract: DataContract, notes: dict[str, str] | None = None
             lines.append(f"    # {notes[spec.name]}")
         lines.append(f"    - name: {_scalar(spec.name)}")
         for key in ("dtype", "role", "nullable", "unique", "format", "regex", "min", "max",
-                    "earliest", "latest"):
+                    "earliest", "latest", "domain"):
             value = getattr(spec, key)
             if key in ("dtype", "role", "nullable") or value != getattr(defaults, key):
-                text = value.value if key in bare else _scalar(value)
+                text = value.value if key in (*bare, "domain") else _scalar(value)
                 lines.append(f"      {key}: {text}")
         if spec.allowed:
             lines.append(f"      allowed: [{', '.join(_scalar(a) for a in spec.allowed)}]")
