@@ -51,14 +51,14 @@ _EN_TYPES = (
     "Cul-de-sac|Dale|Dam|Dell|Divide|Drives?|Driveway|Edge|End|Estates?|Extensions?|Fairway|"
     "Falls?|Ferry|Fields?|Flats?|Follow|Ford|Fords|Forest|Forges?|Forks?|Fort|Front|Garden|"
     "Gate|Gates|Gateway|Glade|Glens?|Grange|Greens?|Groves?|Harbou?rs?|Haven|Heights|Hill|Hills|"
-    "Hollow|Inlet|Islands?|Isle|Junctions?|Keys?|Knolls?|Lakes?|Land|Landing|Laneway|Light|"
-    "Lights|Link|Loaf|Locks?|Lodge|Lookout|Loop|Mall|Manors?|Meadows?|Mews|Mills?|Mission|"
-    "Motorway|Mount|Mountains?|Neck|Nook|Orchard|Outlook|Oval|Overpass|Parks?|Parkways|Pass|"
-    "Passage|Path|Pathway|Pike|Pines?|Plains?|Plaza|Points?|Ports?|Prairie|Promenade|Quay|Quays|"
+    "Hollow|Inlet|Islands?|Isle|Junctions?|Key|Knolls?|Lakes?|Land|Landing|Laneway|Light|"
+    "Link|Loaf|Locks?|Lodge|Lookout|Loop|Mall|Manors?|Meadows?|Mews|Mills?|Mission|"
+    "Motorway|Mount|Mountains?|Neck|Nook|Orchard|Outlook|Oval|Overpass|Park|Parkways|Pass|"
+    "Passage|Path|Pathway|Pike|Pines?|Plains?|Plaza|Point|Ports?|Prairie|Promenade|Quay|Quays|"
     "Radial|Ramp|Ranch|Rapids?|Reach|Rest|Retreat|Ridges?|Ridgeway|Rise|River|Roads|Route|Row|"
     "Rue|Run|Shoals?|Shores?|Skyway|Springs?|Spurs?|Squares|Station|Strand|Stravenue|Stream|"
     "Streets|Summit|Throughway|Trace|Track|Trafficway|Trailer|Tunnel|Underpass|Unions?|"
-    "Valleys?|Vale|Viaduct|Views?|Villages?|Ville|Vista|Walks?|Wall|Ways|Wells?|Wharf|Wynd|Yard|"
+    "Valleys?|Vale|Viaduct|View|Villages?|Ville|Vista|Walk|Wall|Well|Wharf|Wynd|Yard|"
     "Via|Anchorage|Artery|Basin|Boardwalk|Centreway|Circlet|Copse|Courtyard|Cruiseway|Cutting|"
     "Deviation|Distributor|Elbow|Entrance|Firetrail|Footway|Foreshore|Formation|Frontage|Gully|"
     "Highroad|Interchange|Intersection|Laneway|Lees|Meander|Parklands|Plateau|Pocket|Quad|"
@@ -109,11 +109,18 @@ _GLUED_SUFFIX = (
     "skrenten|spranget|"
     "tie|katu|kuja|polku|bulevardi"
 )
+# Written all in lower case ("eichhornring 6" is not caught, "amerikagade 272" is): only the
+# street words no everyday word ends in ("during 3 days", "delegate 5 tasks").
+_LOWER_GLUED_SUFFIX = (
+    "straße|strasse|gasse|platz|allee|straat|gracht|laan|plein|kade|singel|dijk|boulevard|"
+    "gatan|vägen|gade|vej|veien|katu|kuja|polku"
+)
 _WORD_SUFFIX = ("Straße|Strasse|Str\\.|Weg|Gasse|Platz|Allee|Allé|Ring|Damm|Ufer|Chaussee|Markt|"
                 "Vej|Gade|Gate|Gata|Veien|vej|gade|gate|bulevardi|[a-zäö]*(?:katu|kuja|polku|tie)")
 _CONTINENTAL_STREET = (
-    rf"(?<![\w-])(?={_CAP})(?=[^\d\n]{{0,80}}\d)(?:{_CAP}[\w'’.-]*\s+){{0,2}}"
+    rf"(?<![\w-])(?:(?={_CAP})(?=[^\d\n]{{0,80}}\d)(?:{_CAP}[\w'’.-]*\s+){{0,2}}"
     rf"(?:{_CAP}[\w'’.-]+?(?i:{_GLUED_SUFFIX})|{_CAP}[\w'’.-]*[ -](?:{_WORD_SUFFIX}))"
+    rf"|(?=[a-zà-ÿ][\w'’.-]*\s+\d)[a-zà-ÿ][\w'’-]{{2,}}?(?:{_LOWER_GLUED_SUFFIX}))"
     r"\s+(?!(?:19|20)\d\d\b)\d{1,4}\s?[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?(?!\w)"
 )
 # Postcode and city after a continental street: "10115 Berlin", "D-80331 München",
@@ -156,7 +163,7 @@ _SOUTH_UNIT = (
 _PARTICLE = (r"(?:de la|de las|de los|de l['’]|de|del|della|dei|delle|do|da|dos|das|di|du|"
              r"des|d['’]|i|y|e)")
 _SOUTH_STREET = (
-    rf"(?<![\w-])(?:(?i:{_SOUTH_ANY_CASE})|{_SOUTH_CAPITALIZED})(?=[^\d\n]{{0,100}}(?:\d|S/N))\s*"
+    rf"(?<![\w-])(?:(?i:{_SOUTH_ANY_CASE})|{_SOUTH_CAPITALIZED}|{_SOUTH_CAPITALIZED.upper()})(?=[^\d\n]{{0,100}}(?:\d|S/N))\s*"
     rf"(?:{_PARTICLE}\s*){{0,2}}"
     rf"{_CAP}[\w'’.-]*(?:\s+(?:{_PARTICLE}\s+)?{_CAP}[\w'’.-]*){{0,3}},?\s+"
     r"(?:n[º°o.]\s*)?(?:(?!(?:19|20)\d\d\b)\d{1,4}[a-zA-Z]?(?:/\d{1,4})?(?!\w)|S/N\b)"
@@ -164,7 +171,7 @@ _SOUTH_STREET = (
 )
 _SOUTH_TAIL = rf"(?:,?\s+(?:\d{{5}}(?:-\d{{3}})?|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}})\s+{_CITY})?"
 _PO_BOX = (
-    r"\b(?:P\.?\s?O\.?\s?Box|Post\s+Office\s+Box|Postfach|Bo[iî]te\s+postale|"
+    r"\b(?:P\.?\s?O\.?\s?Box|POB|Post\s+Office\s+Box|Postfach|Bo[iî]te\s+postale|"
     r"Apartado(?:\s+de\s+correos)?|Casella\s+postale|Caixa\s+postal)\s*#?\s*\d{1,7}"
 )
 # US military mail: "PSC 1234, Box 5678, APO AA 34001", "USS Nimitz, FPO AP 96620".
@@ -187,7 +194,7 @@ POSTCODE = re.compile(
     rf"(?<![\w-])(?P<v>{_UK_POSTCODE}|{_CA_POSTCODE})(?![\w-])"
     rf"|(?<![\w-])(?:{_REGIONS}),?\s+(?P<v2>{_US_ZIP})(?![\w-])"
     r"|(?i:\b(?:zip(?:\s?code)?|post\s?code|postal\s+code|plz|cep|code\s+postal|cap)\b)"
-    r"\W{0,3}(?P<v3>(?=[\w -]{0,9}\d)[A-Za-z0-9]{2,5}(?:[ -][A-Za-z0-9]{2,4})?)(?![\w-])"
+    r"\W{0,3}(?P<v3>(?=[\w -]{0,9}\d)[A-Za-z0-9]{2,8}(?:[ -][A-Za-z0-9]{2,4})?)(?![\w-])"
 )
 
 DRIVER_LICENSE = re.compile(

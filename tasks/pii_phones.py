@@ -21,13 +21,13 @@ _PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|mobile|mob|cell|call|ring
                             r"(?:number|no))\b[^\n]{0,50}$", re.IGNORECASE)
 # Words a number is written glued to ("tel415-555-0129", "mobile07700900777",
 # "whatsapp+4915112345678", "Tel.+49 …"): the match may start right after them.
-_GLUED_TO = ("tel", "tel.", "tel:", "phone", "mobile", "mob", "mob.", "cell", "fax", "ph", "ph.",
-             "whatsapp", "tlf", "telefon", "call", "sms")
+_GLUED_TO = ("tel", "phone", "mobile", "mob", "cell", "fax", "ph", "whatsapp", "tlf", "telefon",
+             "call", "sms", "tel. no", "phone no")
 PHONE_START = "(?=[\\d+(])(?:(?<![\\w+./-])|" + "|".join(
-    f"(?<=(?i:{re.escape(w)}))" for w in _GLUED_TO) + ")"
+    f"(?<=(?i:{re.escape(w + end)}))" for w in _GLUED_TO for end in ("", ".", ":")) + ")"
 # An extension after the number: "x209", "ext. 31", "ext 4", "extension 12", "#12".
-_EXTENSION = re.compile(r"\s{0,2},?\s{0,2}(?:x|ext\.?|extn\.?|extension|#)\s{0,2}\d{1,6}(?!\w)",
-                        re.IGNORECASE)
+_EXTENSION = re.compile(r"\s{0,2},?\s{0,2}(?:x|ext\.?|extn\.?|extension|#)\s{0,2}:?\s{0,2}"
+                        r"\d{1,6}(?!\w)", re.IGNORECASE)
 # National numbers are tried against these number plans; international ones carry their own.
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PL", "SE", "DK",
                  "NO", "FI", "IE", "PT", "CZ", "TR", "IN", "BR", "MX", "AU", "NZ", "CA", "JP",
@@ -55,16 +55,18 @@ def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
     # the context itself.
     raw = m.group()
     number = digits(raw)
-    if not 7 <= len(number) <= 15:
-        return False
-    groups = [g for g in re.split(r"[^\d]+", raw) if g]
-    context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 60) : m.start()]))
-    if raw.startswith(("+", "(+", "00")):
-        return _international("+" + raw[2:] if raw.startswith("00") else raw)
+    if raw.startswith(("+", "(+")):
+        return _international(raw)
+    if raw.startswith("00"):
+        return _international("+" + raw[2:])
     # 011 is how North America dials abroad ("011 44 20 7946 0958"); no national number there
     # starts with 0 or 1.
     if raw.startswith("011") and len(number) >= 12 and _international("+" + number[3:]):
         return True
+    if not 7 <= len(number) <= 15:
+        return False
+    groups = [g for g in re.split(r"[^\d]+", raw) if g]
+    context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 60) : m.start()]))
     if "." in raw and min(map(len, re.split(r"[^\d]+", raw.split(".", 1)[1]))) < 2:
         return False  # 10.0.19045 is a version, not 100 190 45
     # A bare digit run is an order number until a word says otherwise or it starts with the
