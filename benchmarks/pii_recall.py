@@ -40,8 +40,12 @@ SIDES = {
     STOCK_BATCH: "Presidio BatchAnalyzerEngine over the same AnalyzerEngine, then "
                  "AnonymizerEngine",
 }
-TARGETS = {"EMAIL_ADDRESS": 0.95, "PHONE_NUMBER": 0.95, "CREDIT_CARD": 0.95, "IBAN_CODE": 0.95,
-           "IP_ADDRESS": 0.95, "US_SSN": 0.95, "PERSON": 0.85}
+# Issue 12's acceptance: recall per type, at most 2 % of clean texts changed, and at least 3
+# times the throughput of stock Presidio (per text) on the same texts.
+TARGETS = {"PERSON": 0.92, "PHONE_NUMBER": 0.97, "EMAIL_ADDRESS": 0.99, "CREDIT_CARD": 0.99,
+           "IBAN_CODE": 0.99, "IP_ADDRESS": 0.99, "US_SSN": 0.99, "STREET_ADDRESS": 0.85}
+CLEAN_CHANGED_MAX = 0.02
+SPEEDUP_MIN = 3.0
 
 
 def _mask(text: str, spans: list[pii.Span]) -> list[bool]:
@@ -176,6 +180,11 @@ def main() -> None:
     out["targets_met"] = {e: out[PRIVGEN]["recall"][e]["recall"] >= t
                           for e, t in TARGETS.items()}
     out["targets_met"]["precision"] = out[PRIVGEN]["precision"] >= 0.85
+    out["targets_met"]["clean_changed_rate"] = \
+        out[PRIVGEN]["clean_changed_rate"] <= CLEAN_CHANGED_MAX
+    if not args.skip_stock:  # against the faster of Presidio's two ways to run
+        out["targets_met"]["speedup"] = min(out[f"speedup_vs_{STOCK}"],
+                                            out[f"speedup_vs_{STOCK_BATCH}"]) >= SPEEDUP_MIN
     print(json.dumps(out, indent=2, ensure_ascii=False))
 
 

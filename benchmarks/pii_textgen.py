@@ -24,6 +24,7 @@ from pathlib import Path
 
 import phonenumbers
 import pii_textgen_names
+import pii_textgen_patterns
 from faker import Faker
 
 SEED = 4242
@@ -368,6 +369,12 @@ def generate(n: int = 1200, seed: int = SEED) -> list[dict]:
     # Hard name forms and clean informal texts (issue 12), half as many again, from their own
     # random stream so the texts above stay the same.
     for i, record in enumerate(pii_textgen_names.generate(n // 2, seed + 1), start=n):
+        record.update(id=i)
+        records.append(record)
+    # Phones, e-mails, cards, IBANs, street addresses, postcodes and licence numbers in issue
+    # 12's forms, half as many again, from their own random stream.
+    for i, record in enumerate(pii_textgen_patterns.generate(n // 2, seed + 2),
+                               start=len(records)):
         record.update(id=i)
         records.append(record)
     return records
