@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from dataclasses import asdict
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -300,8 +301,12 @@ def domain_task(anonymized_path: str, contract: DataContract, planned: dict, cfg
     """Estimate the planned domains on the records training will see. Returns the released
     contract (JSON) and the per-column report for the datasheet, which is also logged."""
     spend = composition.DomainSpend.from_dict(planned["spend"])
+    # A release run draws its noise from an unpredictable seed, as Opacus' secure mode does
+    # for DP-SGD; numpy's Gaussian sampler is still not hardened against floating-point
+    # attacks (Mironov 2012), which the histogram's threshold margin does not fix either.
+    noise_seed = secrets.randbits(63) if cfg.privacy.secure_mode else seed
     released, report = estimate(_training_rows(anonymized_path, cfg, seed), contract, spend,
-                                planned["threshold"], planned["needed"], seed)
+                                planned["threshold"], planned["needed"], noise_seed)
     report["share"] = planned["share"]
     if not cfg.privacy.enabled:
         released, report["note"] = contract, "training is not private: nothing estimated"
