@@ -11,11 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -30,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import causal_lm
 from models.records import RecordCodec, RecordGrammar
 from tasks import pii, release, tracking
-from tasks.contract import ColumnSpec, DType
+from tasks.contract import ColumnSpec
 from tasks.errors import GenerationError, RegistryError
+from tasks.release import violation
 from tasks.storage import (
     file_digest,
     output_format,
@@ -118,42 +116,6 @@ def shard_plan(n: int, shard_size: int, seed: int) -> list[Shard]:
     """Deterministic shards: the same request always maps shard i to the same size and seed."""
     return [Shard(i, min(shard_size, n - start), seed * 1_000_003 + i)
             for i, start in enumerate(range(0, n, shard_size))]
-
-
-_TYPED = {DType.INTEGER: int, DType.FLOAT: float, DType.DATE: date.fromisoformat,
-          DType.DATETIME: datetime.fromisoformat}
-
-
-def _meets(value, spec: ColumnSpec) -> bool:
-    text = str(value)
-    try:
-        if spec.format and spec.dtype in (DType.DATE, DType.DATETIME):
-            typed = datetime.strptime(text, spec.format)
-        else:
-            typed = _TYPED.get(spec.dtype, str)(text)
-    except ValueError:
-        return False
-    if (bounds := spec.date_bounds()) is not None:
-        moment = typed if isinstance(typed, datetime) else datetime.combine(typed, time.min)
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
-        if not bounds[0] <= moment <= bounds[1]:
-            return False
-    numeric = spec.dtype in (DType.INTEGER, DType.FLOAT)
-    if numeric and (not math.isfinite(typed) or (spec.min is not None and typed < spec.min)
-                    or (spec.max is not None and typed > spec.max)):
-        return False
-    if spec.allowed is not None and text not in spec.allowed:
-        return False
-    return spec.regex is None or re.search(spec.regex, text) is not None
-
-
-def violation(row: dict, specs: Iterable[ColumnSpec]) -> str | None:
-    """``contract:<column>`` for the first field of ``row`` its spec refuses, else None."""
-    for spec in specs:
-        if spec.name in row and not _meets(row[spec.name], spec):
-            return f"contract:{spec.name}"
-    return None
 
 
 def has_pii(row: dict) -> bool:

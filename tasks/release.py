@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +130,42 @@ def released_contract(contract: DataContract, anonymize: AnonymizeConfig) -> Dat
         else:  # pseudonyms, scrubbed text
             specs.append(ColumnSpec(name=spec.name, role=spec.role, nullable=spec.nullable))
     return DataContract(columns=tuple(specs), extra_columns=contract.extra_columns)
+
+
+_TYPED = {DType.INTEGER: int, DType.FLOAT: float, DType.DATE: date.fromisoformat,
+          DType.DATETIME: datetime.fromisoformat}
+
+
+def _meets(value, spec: ColumnSpec) -> bool:
+    text = str(value)
+    try:
+        if spec.format and spec.dtype in (DType.DATE, DType.DATETIME):
+            typed = datetime.strptime(text, spec.format)
+        else:
+            typed = _TYPED.get(spec.dtype, str)(text)
+    except ValueError:
+        return False
+    if (bounds := spec.date_bounds()) is not None:
+        moment = typed if isinstance(typed, datetime) else datetime.combine(typed, time.min)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        if not bounds[0] <= moment <= bounds[1]:
+            return False
+    numeric = spec.dtype in (DType.INTEGER, DType.FLOAT)
+    if numeric and (not math.isfinite(typed) or (spec.min is not None and typed < spec.min)
+                    or (spec.max is not None and typed > spec.max)):
+        return False
+    if spec.allowed is not None and text not in spec.allowed:
+        return False
+    return spec.regex is None or re.search(spec.regex, text) is not None
+
+
+def violation(row: dict, specs: Iterable[ColumnSpec]) -> str | None:
+    """``contract:<column>`` for the first field of ``row`` its spec refuses, else None."""
+    for spec in specs:
+        if spec.name in row and not _meets(row[spec.name], spec):
+            return f"contract:{spec.name}"
+    return None
 
 
 def field_forms(specs: Iterable[ColumnSpec]) -> dict[str, str]:
