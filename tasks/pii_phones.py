@@ -42,6 +42,12 @@ def phone_end(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
     return ext.end() if ext else m.end()
 
 
+def without_extension(number: str) -> str:
+    """``number`` less a trailing extension: "555-201-7788 x209" → "555-201-7788"."""
+    ext = re.search(_EXTENSION.pattern + r"\s*$", number, re.IGNORECASE)
+    return number[: ext.start()] if ext else number
+
+
 def _international(raw: str) -> bool:
     try:  # the library reads "+33 (0)5 …" and "(+33) 6 …" itself
         return phonenumbers.is_possible_number(phonenumbers.parse(raw, None))

@@ -13,6 +13,7 @@ from faker import Faker
 
 from tasks.pii_identifiers import IdentifierIndex
 from tasks.pii_names import PARTICLES, first_names
+from tasks.pii_phones import without_extension
 from tasks.pii_recognizers import Span, digits
 
 SURROGATE_ENTITIES = frozenset({"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"})
@@ -63,7 +64,8 @@ class Surrogates:
         if entity == "EMAIL_ADDRESS":
             fake = self._seeded(entity, value, attempt)  # the pseudonym ignores case
             return f"{fake.user_name()}@{fake.random_element(RESERVED_DOMAINS)}"
-        fake = self._seeded(entity, digits(value)[-10:], attempt)  # one number in any format
+        # One number in any format, with or without its extension.
+        fake = self._seeded(entity, digits(without_extension(value))[-10:], attempt)
         return f"({fake.random_int(201, 989)}) 555-01{fake.random_int(0, 99):02d}"
 
     def _name_word(self, word: str, attempt: int) -> str:

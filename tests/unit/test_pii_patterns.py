@@ -229,3 +229,15 @@ def test_text_longer_than_spacy_max_length_is_scrubbed_in_pieces():
     assert "call <PHONE>" in long_out and "iban <IBAN>" in long_out and "<ADDRESS>" in long_out
     assert out["note"].iloc[1] == "ring <PHONE>"
     assert report.residual_identifiers == {}
+
+
+def test_a_number_with_and_without_its_extension_gets_one_surrogate():
+    df, contract = _frame("desk 555-201-7788 x209, or 555-201-7788 after hours")
+    cfg = AnonymizeConfig(key_file=None, k=1, text_replacement="surrogate",
+                          text_entities=("PHONE_NUMBER",))
+    out, _, report = anonymize(df, contract, cfg, KEY)
+    note = out["note"].iloc[0]
+    assert "7788" not in note and "x209" not in note
+    first, second = (note.split("desk ")[1].split(", or ")[0],
+                     note.split(", or ")[1].split(" after")[0])
+    assert first == second and report.residual_identifiers == {}
