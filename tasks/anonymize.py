@@ -84,7 +84,7 @@ class AnonymizeConfig(BaseModel):
     # Texts longer than this are scrubbed in overlapping pieces: spaCy refuses a text over its
     # max_length (1,000,000 characters, error E088) and needs about 1 GB per 100,000 characters
     # for it, while ingest lets a field reach 1 MiB.
-    scrub_chunk_chars: int = Field(default=100_000, ge=1_000)
+    scrub_chunk_chars: int = Field(default=100_000, ge=1_000, le=1_000_000)
     # Number plans a phone number without a country code is checked against (ISO regions);
     # international numbers ("+81 …", "0049 …") are checked against their own.
     phone_regions: tuple[str, ...] = pii.PHONE_REGIONS
