@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from tasks.pii_name_lists import (
     PARTICLES,
     TITLES,
+    common_words,
     first_names,
     last_names,
     name_word,
@@ -39,7 +40,8 @@ _STRONG = re.compile(
     r"(?:\b(?:wife|husband|partner|fianc[eé]e?|son|daughter|brother|sister|mother|father|mom|"
     r"mum|dad|grandma|grandpa|grandmother|grandfather|aunt|uncle|cousin|nephew|niece|friend|"
     r"boyfriend|girlfriend|colleague|co-?worker|neighbou?r|roommate|flatmate|landlord|landlady|"
-    r"tenant|manager|boss|supervisor|nurse|dentist|lawyer|named|i'?m|i am|dear|hi|hello|hey|"
+    r"tenant|manager|boss|supervisor|nurse|dentist|lawyer)(?: is| was)?[\s,:]+$|"
+    r"\b(?:named|i'?m|i am|dear|hi|hello|hey|"
     r"thanks|thank you|thx|ty|signed|ask for|asked for|asking for|speak to|spoke to|"
     r"speaking to|speak with|spoke with|talk to|talked to|talking to|talk with|chat with|"
     r"chatted with|per|according to|cc|cc'?d|copied|copying|bcc|attn|attention|patient|"
@@ -82,6 +84,7 @@ _ACTS_AFTER = re.compile(r"^\s+(?:recommended|suggested|thinks|thought|wants|wan
                          r"needed|says so|agrees)\b", re.IGNORECASE)
 _DETERMINER = re.compile(r"\b(?:the|a|an|my|our|your|their|his|her|its|this|that|these|those|"
                          r"every|any|some|no)\s+$", re.IGNORECASE)
+_PLACE_BEFORE = re.compile(r"\b(?:in|at|inside|near|outside|into)\s+$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"“(]\s*|\s-\s)$")
 
 
@@ -93,6 +96,14 @@ def _key(word: str) -> str:
 
 def _given(word: str) -> bool:
     return _key(word) in first_names() and _key(word) not in stop_words()
+
+
+def _common(word: str) -> bool:
+    """One of the commonest English words and on no name list: "Kettle", "Sale", "Sadly";
+    rarer words may be family names ("Hanks")."""
+    key = _key(word)
+    return (key in common_words() and key not in first_names() and key not in last_names()) \
+        or key in stop_words()
 
 
 def _listed(word: str) -> bool:
@@ -129,10 +140,11 @@ def _gap(tokens: list[re.Match], j: int) -> str:
     return tokens[j].string[tokens[j].end() : tokens[j + 1].start()]
 
 
-def _name_end(tokens: list[re.Match], i: int, lower: bool = False) -> int:
+def _name_end(tokens: list[re.Match], i: int, lower: bool = False, strict: bool = False) -> int:
     """Index of the last word of the name starting at ``tokens[i]``: capitalized words (or, with
     ``lower``, lower-case name words), particles before one ("van der Sloot", "de la Cruz") and
-    initials ("John Q. Public") on the same line, four words at most past particles."""
+    initials ("John Q. Public") on the same line, four words at most past particles. With
+    ``strict``, no common word goes on a name ("[Ninja] Sushi")."""
     caps = len(tokens[i].group()) > 1 and tokens[i].group().isupper()
     j, words = i, 1
     while j + 1 < len(tokens) and words < 4:
@@ -147,8 +159,9 @@ def _name_end(tokens: list[re.Match], i: int, lower: bool = False) -> int:
         nxt = tokens[k]
         # In capitals or lower case the case tells nothing: only name words go on a name.
         ok = (_lower_name(nxt.group()) if lower else _continues_name(nxt, caps)
-              and (not caps or zipf_rare(_key(nxt.group())) or surname_shaped(nxt.group())))
-        if not ok or (k > j + 1 and gap != " "):
+              and (not caps or zipf_rare(_key(nxt.group())) or surname_shaped(nxt.group())
+                   or (_listed(nxt.group()) and not _PERSON_AFTER.match(" " + nxt.group()))))
+        if not ok or (k > j + 1 and gap not in (" ", ". ")) or (strict and _common(nxt.group())):
             break
         j, words = k, words + 1
     return j
@@ -171,7 +184,7 @@ def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
             for k, t in enumerate(tokens[i:j], start=i))):
         return True  # after a title, or around a middle initial ("John Q. Public")
     all_name_words = all(map(name_word, words))
-    weak_ok = len(words) > 1 or surname_shaped(first) or (
+    weak_ok = (len(words) > 1 and all(map(name_word, words))) or surname_shaped(first) or (
         _listed(first) and zipf_rare(_key(first)))
     if (_STRONG.search(before) and any(map(name_word, words))) or (
             name_word(first) and _WEAK.search(before) and weak_ok):
@@ -222,7 +235,7 @@ def name_spans(text: str) -> list[Span]:
                 continue
             prev = tokens[i - 1] if i else None
             if (_given(word) and prev and text[prev.end() : tok.start()] == ", "
-                    and capitalized(prev.group())
+                    and capitalized(prev.group()) and not _common(prev.group())
                     and not (spans and spans[-1].end > prev.start())):
                 spans.append(Span(prev.start(), tok.end(), "PERSON"))  # "Doe, Jane"
         elif word.islower():
@@ -261,11 +274,45 @@ def _lower_run(tokens: list[re.Match], i: int, before: str) -> int | None:
     # An everyday given name ("mark", "bill") only where it is asked for by name and ends the
     # phrase: "ask for mark." but not "my husband said she".
     if _given(word) and (_NAMING_CUE.search(before) or _STRONG.search(before)):
-        if re.match(r"^(?:\s*[,.!?;)]|\s*$|\n)", after):
+        if re.match(r"^(?:\s*[,.!?;:)]|\s*$|\n)", after):
             return i
         nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
         if nxt and (_lower_name(nxt) or (_listed(nxt) and not _INFLECTED.search(nxt))):
             return _name_end(tokens, i + 1, lower=True)  # "it's hans müller"
+    return _lower_pair(tokens, i)
+
+
+def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
+    """Index of the last word of a lower-case name of two to four words with no cue, or None:
+    every word rare or listed, one of them rare and one listed ("varga istván", "daiki
+    tsukamoto", "ximena de la fuente"); everyday pairs ("summer sale") are no name."""
+    def fits(word: str) -> bool:
+        return word.islower() and not _INFLECTED.search(word) and (
+            _lower_name(word) or _listed(word))
+
+    if not fits(tokens[i].group()):
+        return None
+    j, words = i, [tokens[i].group()]
+    while j + 1 < len(tokens) and len(words) < 4 and _gap(tokens, j) == " ":
+        k = j + 1
+        while (k + 1 < len(tokens) and k - j <= 3 and tokens[k].group() in PARTICLES
+               and _gap(tokens, k) == " "):
+            k += 1
+        if not fits(tokens[k].group()):
+            break
+        j = k
+        words.append(tokens[k].group())
+    # One word must be a listed name that is no everyday word ("istván", "tsukamoto"): not
+    # "pleather case" or "bloddy mary".
+    if len(words) < 2 or not any(map(_lower_name, words)):
+        return None
+    if not any(_listed(w) and zipf_rare(_key(w)) for w in words):
+        words = []
+    text = tokens[i].string
+    cue = (_STRONG.search(_cue_before(text, tokens[i].start())) or _WEAK.search(
+        _cue_before(text, tokens[i].start())) or _PERSON_AFTER.match(text[tokens[j].end() :]))
+    if words or (cue and all(map(_lower_name, [t.group() for t in tokens[i : j + 1]]))):
+        return j
     return None
 
 
@@ -274,8 +321,10 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     """The part of a model's PERSON span that can be a name, or None: leading everyday words go
     ("Director Paul Matthews" → "Paul Matthews"); a run of everyday words ("Customer Care",
     "Bonus Caller Prize", "Ya"), or one word after an article ("the Pho") is no person."""
-    words = [m for m in _TOKEN.finditer(text, start, end)]
-    while words and not (name_word(words[0].group()) or _given(words[0].group())):
+    words = list(_TOKEN.finditer(text, start, end))
+    # A leading title or role goes only before a given name ("Director Paul Matthews"), never
+    # before a thing ("Lobster Bisque").
+    while len(words) > 1 and _common(words[0].group()) and _given(words[1].group()):
         words.pop(0)
     if not words or any(c.isdigit() for c in text[words[0].start() : words[-1].end()]):
         return None
@@ -286,11 +335,16 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     # given name, or a rare word not after an article ("the Pho"), not an everyday family name
     # ("Curry").
     last = words[-1].group()
-    if not name_word(last) or (len(words) > 1 and not (
+    if _common(last) or not (name_word(first) or _given(first)) or (len(words) > 1 and not (
             _given(first) or all(name_word(w.group()) for w in words[1:]))):
         return None
-    if len(words) == 1 and not _given(first) and (not zipf_rare(_key(first)) or _DETERMINER.search(
-            text[max(0, words[0].start() - 12) : words[0].start()])):
+    # One word after an article or a preposition of place is a thing or a venue: "the Pho",
+    # "at Bellagio", "in Madison".
+    before = text[max(0, words[0].start() - 12) : words[0].start()]
+    if len(words) == 1 and not _given(first) and (
+            _key(first) in common_words() or _DETERMINER.search(before)):
+        return None
+    if len(words) == 1 and _PLACE_BEFORE.search(before):
         return None
     return words[0].start(), words[-1].end()
 
@@ -298,9 +352,14 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
 def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
     """Index of the first word of the capitalized run that ends at ``tokens[j]``."""
     i = j
-    while i > 0 and j - i < 3 and _gap(tokens, i - 1) == " " \
-            and _continues_name(tokens[i - 1], caps) and name_word(tokens[i - 1].group()):
-        i -= 1
+    while i > 0 and j - i < 5 and _gap(tokens, i - 1) == " ":
+        k = _particles_before(tokens, i)
+        if 0 < k < i and _gap(tokens, k - 1) == " " and _continues_name(tokens[k - 1], caps):
+            i = k - 1  # "Faisal bin [Rashidi]"
+        elif _continues_name(tokens[i - 1], caps) and name_word(tokens[i - 1].group()):
+            i -= 1
+        else:
+            break
     return i
 
 
@@ -317,7 +376,7 @@ def complete_names(text: str, spans: list[Span]) -> list[Span]:
         caps = text[s.start : s.end].isupper()
         lower = tokens[inside[-1]].group().islower()
         people.add((_run_start(tokens, inside[0], caps), max(
-            inside[-1], _name_end(tokens, inside[-1], lower=lower))))
+            inside[-1], _name_end(tokens, inside[-1], lower=lower, strict=True))))
     for first, last in list(people):
         caps = text[tokens[first].start() : tokens[last].end()].isupper()
         if (first >= 2 and tokens[first - 1].group().casefold() in ("and", "or")
