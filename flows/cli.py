@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flows.environment import apply_defaults
+from flows.shutdown import Stop, Stopped, where
 
 app = typer.Typer(
     help="privgen: differentially private generative models and synthetic data from personal "
@@ -40,7 +36,8 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
-_state: dict = {"debug": False, "progress": None}
+_state = {"debug": False}
+_stop = Stop(console)
 
 
 class _StageLog(logging.Handler):
@@ -102,7 +99,7 @@ def _run_with_progress(title: str, fn, *args):
                MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        _state["progress"] = progress
+        _stop.progress = progress
         overall = progress.add_task(title, total=None)
         handler = _StageLog(progress)
         loggers = [logging.getLogger(name) for name in
@@ -527,129 +524,13 @@ def serve(
     prefect_serve(*deployments, print_starting_message=False)
 
 
-def _where(exc: BaseException) -> str:
-    """Where an exception was raised, as ``path:line``: the innermost privgen frame, and the
-    innermost frame overall when that is in a library. Never the message: it may hold values."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "an unknown place"
-    root = Path(__file__).resolve().parents[1]
-
-    def short(frame: traceback.FrameSummary) -> str:
-        path = Path(frame.filename)
-        try:
-            shown = path.resolve().relative_to(root).as_posix()
-        except ValueError:
-            parts = path.parts
-            cut = max((i for i, p in enumerate(parts) if p in ("site-packages", "lib")),
-                      default=len(parts) - 2)
-            shown = "/".join(parts[cut + 1:])
-        return f"{shown}:{frame.lineno}"
-
-    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(root)
-            and ".venv" not in Path(f.filename).parts]
-    inner = short(frames[-1])
-    if ours and short(ours[-1]) != inner:
-        return f"{short(ours[-1])} (raised in {inner})"
-    return inner
-
-
-class _Stopped(BaseException):
-    """Raised in the main thread on SIGINT/SIGTERM. A BaseException that is not
-    KeyboardInterrupt, so click does not turn it into "Aborted!" and flows unwind through their
-    ``finally`` blocks (runs end as failed, Prefect marks them crashed)."""
-
-
-class _Stop:
-    """SIGINT/SIGTERM: unwind once, and stop for sure GRACE_S seconds after the first signal
-    (at once on a second one): whatever this process started (the ephemeral Prefect server,
-    Dask workers) is terminated, so nothing is orphaned; finished shards and checkpoints are
-    already on disk (atomic writes), and a rerun or ``--resume`` continues from them.
-
-    The deadline is armed from a wakeup pipe, not only from the Python handler: while a flow
-    runs, Prefect swaps in its own SIGTERM handler and unwinds through its task runner first,
-    which waits for worker threads still sampling (issue 12: SIGTERM ignored for over 10 s)."""
-
-    GRACE_S = 5.0
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._lock = threading.Lock()
-        self._armed = False
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-        read, write = os.pipe()
-        os.set_blocking(write, False)
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(read,), daemon=True).start()
-
-    def _watch(self, read: int) -> None:
-        while data := os.read(read, 64):
-            for signum in data:
-                if signum in (signal.SIGINT, signal.SIGTERM):
-                    self._arm(signum)
-
-    def _arm(self, signum: int) -> None:
-        if self._armed:
-            self.exit()  # a second signal: no more waiting
-            return
-        self._armed = True
-        self.signum = signum
-        threading.Thread(target=self._deadline, daemon=True).start()
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-        raise _Stopped
-
-    def _deadline(self) -> None:
-        time.sleep(self.GRACE_S)
-        self.exit()
-
-    def exit(self) -> None:
-        """Print one line, end what this process started, and leave with 128 + the signal."""
-        if not self._lock.acquire(blocking=False):
-            return
-        signum = self.signum or signal.SIGINT
-        if _state.get("progress") is not None:
-            _state["progress"].stop()  # the bar would be drawn again under the last line
-        console.print(f"[red]stopped[/] by {signal.Signals(signum).name}: finished shards and "
-                      "checkpoints are kept; run the same command again (training: privgen run "
-                      "--resume RUN_ID) to continue")
-        try:
-            atexit._run_exitfuncs()  # Prefect's own server stop, MLflow's flushes
-        finally:
-            _end_children()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Not sys.exit: interpreter shutdown would wait for worker threads still sampling
-            # or training, and torch aborts (signal 6) when it is torn down under them.
-            os._exit(128 + signum)
-
-
-def _end_children(wait_s: float = 3.0) -> None:
-    """Terminate every process this one started (and theirs), then kill what outlives wait_s."""
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=wait_s)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-
-
-def run_app(debug: bool, stop: _Stop | None = None) -> None:
+def run_app(debug: bool, stop: Stop | None = None) -> None:
     """The app with privgen's error policy: a user error is its one-line message, anything
     unexpected is one line naming its type and place, never its message (it may quote data
     values), and a traceback only with --debug."""
     from tasks.errors import PrivgenError
 
-    stop = stop or _Stop()
+    stop = stop or _stop
     try:
         app()
     except PrivgenError as exc:
@@ -659,7 +540,7 @@ def run_app(debug: bool, stop: _Stop | None = None) -> None:
             raise
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
-    except (_Stopped, KeyboardInterrupt):
+    except (Stopped, KeyboardInterrupt):
         stop.exit()
     except SystemExit:
         if stop.signum is not None:
@@ -670,7 +551,7 @@ def run_app(debug: bool, stop: _Stop | None = None) -> None:
             stop.exit()
         if debug:
             raise
-        console.print(f"[red]error:[/] unexpected {type(exc).__name__} in {_where(exc)}; its "
+        console.print(f"[red]error:[/] unexpected {type(exc).__name__} in {where(exc)}; its "
                       "message is not shown, as it may hold data values; rerun with --debug "
                       "for the traceback")
         sys.exit(1)
@@ -680,6 +561,5 @@ def main() -> None:
     apply_defaults()
     debug = "--debug" in sys.argv
     _quiet_prefect_console(debug)
-    stop = _Stop()
-    stop.install()
-    run_app(debug, stop)
+    _stop.install()
+    run_app(debug, _stop)
