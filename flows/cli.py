@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flows.environment import apply_defaults
-from flows.shutdown import Stop, Stopped, where
+from flows.shutdown import Stop, Stopped, where, withhold_values_from_prefect_logs
 
 app = typer.Typer(
     help="privgen: differentially private generative models and synthetic data from personal "
@@ -107,6 +107,8 @@ def _run_with_progress(title: str, fn, *args):
         for lg in loggers:
             lg.addHandler(handler)
         logging.getLogger("privgen.progress").setLevel(logging.INFO)
+        if not _state["debug"]:
+            withhold_values_from_prefect_logs()
         try:
             result = fn(*args)
             progress.update(overall, total=1, completed=1)

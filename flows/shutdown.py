@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -137,3 +139,41 @@ def end_children(wait_s: float = 3.0) -> None:
     for child in alive:
         with contextlib.suppress(psutil.Error):
             child.kill()
+
+
+class WithheldValues(logging.Filter):
+    """Keeps an unexpected exception's message and traceback out of the run logs that Prefect
+    sends to its API (and database): they may quote the values a stage choked on. The record
+    keeps the exception's type and place; privgen's own errors, written to name no value, pass
+    whole. Installed unless --debug."""
+
+    _FAILED = re.compile(r"^Finished in state (Failed|Crashed)\(.*\)$", re.DOTALL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and not _user_error(exc):
+            record.msg = (f"{type(exc).__name__} in {where(exc)} (message and traceback "
+                          "withheld: they may hold data values; rerun with --debug)")
+            record.args, record.exc_info, record.exc_text = (), None, None
+        elif exc is None and self._FAILED.match(str(record.msg)):
+            record.msg, record.args = "Finished in state Failed (message withheld)", ()
+        return True
+
+
+def _user_error(exc: BaseException) -> bool:
+    from tasks.errors import PrivgenError
+
+    return isinstance(exc, PrivgenError)
+
+
+def withhold_values_from_prefect_logs() -> None:
+    """Add WithheldValues to every Prefect API log handler configured in this process."""
+    from prefect.logging.handlers import APILogHandler
+
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, APILogHandler) and not any(
+                    isinstance(f, WithheldValues) for f in handler.filters):
+                handler.addFilter(WithheldValues())

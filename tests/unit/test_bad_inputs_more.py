@@ -7,6 +7,7 @@ Each case goes through what a user runs (`privgen validate X --infer c.yaml`, th
 """
 
 import gzip
+import logging
 import random
 import re
 import sys
@@ -267,3 +268,29 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["privgen", "validate", str(path)])
     with pytest.raises(ValueError, match="planted"):
         cli.run_app(debug=True)
+
+
+def test_prefect_run_logs_get_the_error_type_and_place_not_its_message():
+    from flows.shutdown import WithheldValues
+
+    def record(exc):
+        try:
+            raise exc
+        except Exception:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                                     "Task run failed with exception: %r", (exc,),
+                                     sys.exc_info())
+
+    crashed = record(ValueError(f"cannot convert {PLANTED!r} to int"))
+    assert WithheldValues().filter(crashed)
+    text = logging.Formatter().format(crashed)
+    assert PLANTED not in text and "Traceback" not in text
+    assert re.match(r"ValueError in tests/unit/test_bad_inputs_more\.py:\d+ \(message and "
+                    r"traceback withheld", text)
+    state = logging.LogRecord("prefect.flow_runs", logging.INFO, __file__, 1,
+                              f"Finished in state Failed('ValueError: {PLANTED}')", (), None)
+    WithheldValues().filter(state)
+    assert state.getMessage() == "Finished in state Failed (message withheld)"
+    user = record(InputError("people.csv: line 3 is blank"))
+    WithheldValues().filter(user)
+    assert "people.csv: line 3 is blank" in logging.Formatter().format(user)
