@@ -294,3 +294,14 @@ def test_prefect_run_logs_get_the_error_type_and_place_not_its_message():
     user = record(InputError("people.csv: line 3 is blank"))
     WithheldValues().filter(user)
     assert "people.csv: line 3 is blank" in logging.Formatter().format(user)
+
+
+# --- the run summary -----------------------------------------------------------------------
+
+def test_run_summary_reports_quarantined_and_suppressed_rows_apart():
+    run_id = tracking.start_run("privgen-summary-test", "r", {})
+    tracking.log_metrics(run_id, {"anonymize.rows": 90, "anonymize.rows_suppressed": 7})
+    result = {"run_id": run_id, "rows": {"rows_in": 100, "rows_kept": 97,
+                                         "rows_quarantined": 3}}
+    assert cli._rows_line(result) == ("100 rows in: 90 kept, 3 quarantined (validation), "
+                                      "7 suppressed (k-anonymity)")
