@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import causal_lm
 from models.records import RecordCodec, RecordGrammar
 from tasks import pii, release, tracking
-from tasks.contract import ColumnSpec
+from tasks.contract import ColumnSpec, Role
 from tasks.errors import GenerationError, RegistryError
 from tasks.release import violation
 from tasks.storage import (
@@ -118,9 +119,12 @@ def shard_plan(n: int, shard_size: int, seed: int) -> list[Shard]:
             for i, start in enumerate(range(0, n, shard_size))]
 
 
-def has_pii(row: dict) -> bool:
-    """privgen's one PII check on generated values: the anonymize stage's pattern scanner."""
-    return any(isinstance(v, str) and pii.pattern_spans(v) for v in row.values())
+def has_pii(row: dict, text_fields: Collection[str] = ()) -> bool:
+    """privgen's one PII check on generated values, the anonymize stage's output gate: free
+    text (``text_fields``) with every pattern kind the gate knows (``pii.gate_spans``), other
+    values with the checksum-grade patterns (a category may look like a postcode)."""
+    return any(isinstance(v, str) and (pii.gate_spans(v) if k in text_fields
+                                       else pii.pattern_spans(v)) for k, v in row.items())
 
 
 def check_condition(condition: dict[str, str], codec: RecordCodec, specs: list[ColumnSpec],
@@ -172,6 +176,7 @@ def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec])
                             forced=cfg.condition, forms=release.field_forms(specs)) \
         if tok.byte_level else None
     out = Drawn()
+    text_fields = {s.name for s in specs if s.role is Role.TEXT}
     for attempt in range(MAX_ROUNDS):
         need = n - len(out.records)
         if need <= 0 or (attempt and len(out.records) < MIN_ACCEPTANCE * out.generated):
@@ -188,15 +193,15 @@ def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec])
         for text in texts:
             row, reason = model.codec.parse(text)
             if row is not None:
-                reason = ("pii" if has_pii(row) else "replay" if model.copies_training_text(row)
-                          else violation(row, specs))
+                reason = ("pii" if has_pii(row, text_fields) else "replay"
+                          if model.copies_training_text(row) else violation(row, specs))
             if reason is None:
                 out.records.append(row)
                 continue
             out.rejected[reason] += 1
             if reason == "replay":
                 out.replayed.append(row)
-            if row is None and not has_pii({"text": text}) and not (
+            if row is None and not has_pii({"text": text}, ("text",)) and not (
                     model.replay is not None and model.replay.copies(text)):
                 out.quarantine.append({"reason": reason, "text": text})
     out.surplus = max(len(out.records) - n, 0)

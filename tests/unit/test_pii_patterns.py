@@ -241,3 +241,14 @@ def test_a_number_with_and_without_its_extension_gets_one_surrogate():
     first, second = (note.split("desk ")[1].split(", or ")[0],
                      note.split(", or ")[1].split(" after")[0])
     assert first == second and report.residual_identifiers == {}
+
+
+def test_generation_filter_gates_free_text_like_the_anonymize_stage():
+    from tasks.generate import has_pii
+
+    text = "Deliver to 12 rue de la Paix, 75002 Paris or call tel415-555-0129"
+    assert has_pii({"postcode": "SW1A 1AA", "message": text}, text_fields={"message"})
+    # A structured value is checked with the checksum-grade patterns only: a postcode column
+    # releases postcodes.
+    assert not has_pii({"postcode": "SW1A 1AA", "message": "all good"}, text_fields={"message"})
+    assert has_pii({"message": "mail иван@почтовик.рф"})
