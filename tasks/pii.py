@@ -37,6 +37,7 @@ from tasks.pii_names import (
     name_spans,
     needs_ner,
     ner_person,
+    ner_place,
 )
 from tasks.pii_recognizers import (
     GATE_ENTITIES,
@@ -190,6 +191,8 @@ class _NameOrPlaceRecognizer(SpacyRecognizer):
                 if person is None:
                     continue
                 r.start, r.end = person
+            elif r.entity_type == "LOCATION" and not ner_place(text, r.start, r.end):
+                continue
             if may_be_name(text[r.start : r.end]):
                 kept.append(r)
         return kept

@@ -103,6 +103,28 @@ def everyday_words() -> frozenset[str]:
 
 
 @cache
+def place_words() -> frozenset[str]:
+    """Case-folded words of the countries, states, regions and cities in Faker's address
+    providers for the gazetteer locales: the places a location tag of common words can name
+    ("South Africa", "Southern California")."""
+    words: set[str] = set()
+    for locale in GAZETTEER_LOCALES:
+        try:
+            provider = importlib.import_module(f"faker.providers.address.{locale}").Provider
+        except ModuleNotFoundError:
+            continue
+        for attr in ("countries", "states", "cities", "regions", "provinces", "departments",
+                     "municipalities", "districts", "real_city_names"):
+            values = getattr(provider, attr, ())
+            if isinstance(values, dict):
+                values = [*values.keys(), *(v for v in values.values() if isinstance(v, str))]
+            if not isinstance(values, property):
+                words.update(w.casefold() for v in values if isinstance(v, str)
+                             for w in re.findall(r"[^\W\d_]+", v))
+    return frozenset(words)
+
+
+@cache
 def common_words() -> frozenset[str]:
     """The commonest ``everyday_words``: Zipf ≥ 3.5 (about 15,000 words: "kettle", "sale",
     "sadly"), where a rarer everyday word may still be a family name ("Hanks", "Affleck")."""

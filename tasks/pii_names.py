@@ -19,6 +19,7 @@ from tasks.pii_name_lists import (
     first_names,
     last_names,
     name_word,
+    place_words,
     stop_words,
     surname_shaped,
     zipf_rare,
@@ -27,6 +28,7 @@ from tasks.pii_recognizers import Span, SpanRecognizer
 
 __all__ = ["PARTICLES", "NameRuleRecognizer", "capitalized", "complete_names", "first_names",
            "known_words", "last_names", "may_be_name", "name_spans", "needs_ner", "ner_person",
+           "ner_place",
            "stop_words"]
 
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
@@ -84,6 +86,11 @@ _ACTS_AFTER = re.compile(r"^\s+(?:recommended|suggested|thinks|thought|wants|wan
                          r"needed|says so|agrees)\b", re.IGNORECASE)
 _DETERMINER = re.compile(r"\b(?:the|a|an|my|our|your|their|his|her|its|this|that|these|those|"
                          r"every|any|some|no)\s+$", re.IGNORECASE)
+# After a name: the legal form of a company ("Thomsen & Søn ApS", "Hermanos Amo S.L.").
+_COMPANY_AFTER = re.compile(
+    r"^,?\s+(?:&\s+\w+\s+)?(?:Ltd|Limited|Inc|LLC|LLP|GmbH|AG|KG|AB|ApS|A/S|AS|ASA|BV|B\.V\.|NV|"
+    r"Oy|Oyj|SpA|S\.p\.A|Srl|S\.r\.l|S\.A|SA|SAS|SARL|S\.L|SL|S\.C|Sp\.|Co\b|Corp|PLC|plc|Pty|"
+    r"SE|s\.r\.o|a\.s|e\.V|Group|Holdings?|Partners|& Co|& Sons?|and Sons?)\b")
 _PLACE_BEFORE = re.compile(r"\b(?:in|at|inside|near|outside|into)\s+$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"“(]\s*|\s-\s)$")
 
@@ -228,7 +235,8 @@ def name_spans(text: str) -> list[Span]:
                 continue
         if capitalized(word):
             j = _name_end(tokens, i)
-            if _capitalized_name(tokens, i, j):
+            if _capitalized_name(tokens, i, j) and not _code_or_company(text, tok.start(),
+                                                                        tokens[j].end()):
                 start = _particles_before(tokens, i)
                 spans.append(Span(tokens[start].start(), tokens[j].end(), "PERSON"))
                 i = j + 1
@@ -246,6 +254,14 @@ def name_spans(text: str) -> list[Span]:
                 continue
         i += 1
     return spans
+
+
+def _code_or_company(text: str, start: int, end: int) -> bool:
+    """Whether letters at ``text[start:end]`` are glued to digits (a code: "JJD2613…"), end in
+    an abbreviation, or are followed by a company's legal form."""
+    return (text[end : end + 1].isdigit() or text[start - 1 : start].isdigit()
+            or bool(re.match(r"\.[^\W\d_]", text[end : end + 2]))  # "… S.L.", "… S.A."
+            or bool(_COMPANY_AFTER.match(text[end:])))
 
 
 def _particles_before(tokens: list[re.Match], i: int) -> int:
@@ -321,6 +337,8 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     """The part of a model's PERSON span that can be a name, or None: leading everyday words go
     ("Director Paul Matthews" → "Paul Matthews"); a run of everyday words ("Customer Care",
     "Bonus Caller Prize", "Ya"), or one word after an article ("the Pho") is no person."""
+    if _code_or_company(text, start, end) or any(c.isdigit() for c in text[start:end]):
+        return None
     words = list(_TOKEN.finditer(text, start, end))
     # A leading title or role goes only before a given name ("Director Paul Matthews"), never
     # before a thing ("Lobster Bisque").
@@ -347,6 +365,18 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     if len(words) == 1 and _PLACE_BEFORE.search(before):
         return None
     return words[0].start(), words[-1].end()
+
+
+def ner_place(text: str, start: int, end: int) -> bool:
+    """Whether a model's LOCATION span can be a place: not when made of common words alone that
+    name no place in the gazetteer, as a phrase or after an article ("the Blue Room", "the
+    Dessert Party", "Cheap Ramen"); one common word alone may be a city ("Phoenix")."""
+    words = [w.group() for w in _TOKEN.finditer(text, start, end)]
+    content = [w for w in words if w.casefold() not in ("the", "a", "an")]
+    if not content or any(_key(w) not in common_words() or _key(w) in place_words()
+                          for w in content):
+        return True
+    return len(content) == 1 and not _DETERMINER.search(text[max(0, start - 12) : start + 4])
 
 
 def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
