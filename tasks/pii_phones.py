@@ -61,10 +61,12 @@ def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
     # the context itself.
     raw = m.group()
     number = digits(raw)
+    context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 60) : m.start()]))
     if raw.startswith(("+", "(+")):
         return _international(raw)
     if raw.startswith("00"):
-        return _international("+" + raw[2:])
+        # After "phone", a number dialled abroad that the plan calls too short is still one.
+        return _international("+" + raw[2:]) or (context and 9 <= len(number) <= 17)
     # 011 is how North America dials abroad ("011 44 20 7946 0958"); no national number there
     # starts with 0 or 1.
     if raw.startswith("011") and len(number) >= 12 and _international("+" + number[3:]):
@@ -72,7 +74,6 @@ def _phone_ok(m: re.Match, text: str, regions: Sequence[str] = PHONE_REGIONS) ->
     if not 7 <= len(number) <= 15:
         return False
     groups = [g for g in re.split(r"[^\d]+", raw) if g]
-    context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 60) : m.start()]))
     if "." in raw and min(map(len, re.split(r"[^\d]+", raw.split(".", 1)[1]))) < 2:
         return False  # 10.0.19045 is a version, not 100 190 45
     # A bare digit run is an order number until a word says otherwise or it starts with the
