@@ -81,39 +81,28 @@ def pld_epsilon(sgd: Step | None, spend: DomainSpend, delta: float) -> float:
     return float(accountant.get_epsilon(_remaining(delta, spend)))
 
 
-def gaussian_sigma(accountant: str, releases: int, target_epsilon: float,
-                   delta: float) -> float:
-    """The σ at which ``releases`` Gaussian releases of sensitivity 1 reach ``target_epsilon``
-    at ``delta`` together (bisection: ε falls as σ grows)."""
-    def eps(sigma: float) -> float:
-        return epsilon(accountant, None, DomainSpend(sigma, releases), delta)
-
-    return _bisect(eps, target_epsilon)
-
-
-def sgd_epsilon(accountant: str, spend: DomainSpend, sample_rate: float, steps: int,
-                target_epsilon: float, delta: float) -> float:
-    """The ε that DP-SGD alone (at the full ``delta``, as Opacus calibrates it) may reach so
-    that, composed with ``spend``, the run stays within ``target_epsilon``. Opacus then picks a
-    σ at least as large as the one found here, so the composition cannot overshoot."""
-    if not spend.releases:
-        return target_epsilon
-    if epsilon(accountant, None, spend, delta) >= target_epsilon:
-        raise PrivacyError(f"train.privacy.domain_share: the domain estimates alone reach "
-                           f"train.privacy.target_epsilon={target_epsilon:g}; lower the share")
-    sigma = _bisect(lambda s: epsilon(accountant, (s, sample_rate, steps), spend, delta),
-                    target_epsilon)
-    return epsilon(accountant, (sigma, sample_rate, steps), DomainSpend(), delta)
+def domain_sigma(accountant: str, releases: int, threshold_delta: float, sgd: Step,
+                 target_epsilon: float, delta: float) -> float:
+    """The least noise σ at which ``releases`` Gaussian releases (and ``threshold_delta``),
+    composed with DP-SGD ``sgd``, keep the run within ``target_epsilon`` at ``delta``. DP-SGD
+    gets its share first; the domains get what composition leaves, which is far more than a
+    plain split: Gaussian mechanisms compose in quadrature, not by adding their ε."""
+    if epsilon(accountant, sgd, DomainSpend(1e6, releases, threshold_delta), delta) \
+            >= target_epsilon:
+        raise PrivacyError(f"train.privacy.domain_share: DP-SGD's share alone reaches "
+                           f"train.privacy.target_epsilon={target_epsilon:g}; raise the share")
+    return _bisect(lambda s: epsilon(accountant, sgd, DomainSpend(s, releases, threshold_delta),
+                                     delta), target_epsilon)
 
 
 def _bisect(eps, target: float) -> float:
-    """The smallest σ (to 0.01 %) with eps(σ) ≤ target."""
+    """The smallest σ (to 0.1 %) with eps(σ) ≤ target."""
     low, high = 0.0, 1.0
-    while eps(high) > target:
+    while eps(high) > target:  # a plain Gaussian at σ → 0 has unbounded ε: bracket first
         low, high = high, 2 * high
         if high > 1e6:
             raise PrivacyError(f"ε {target:g} is out of reach at any noise level")
-    while high - low > 1e-4 * high:
+    while high - low > 1e-3 * high:
         mid = (low + high) / 2
         low, high = (mid, high) if eps(mid) > target else (low, mid)
     return high

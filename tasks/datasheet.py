@@ -111,8 +111,8 @@ def markdown(sheet: dict[str, Any]) -> str:
     lines += [f"- declared public by the data owner: {c} ({', '.join(f)})"
               for c, f in dom.get("declared_public", {}).items()]
     if dom.get("paid_for"):
-        lines.append(f"- paid for under DP, from {dom.get('budget_share', 0):.0%} of the ε "
-                     "target (composed into the ε above):")
+        lines.append(f"- paid for under DP (DP-SGD was held to {1 - dom.get('budget_share', 0):.0%}"
+                     " of the ε target; these take the rest, composed into the ε above):")
     lines += [f"  - {c} ({', '.join(e['fields'])}): {e.get('mechanism')}, σ "
               f"{_fmt(e.get('noise_multiplier'))}"
               + (f", {e['categories_released']} categories released"

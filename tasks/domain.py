@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from opacus.accountants.utils import get_noise_multiplier
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy.stats import norm
@@ -76,23 +77,31 @@ def refusal(needed: dict[str, list[str]]) -> str:
             "train.privacy.observed_domains=dp to estimate them under DP")
 
 
-def calibrate(needed: dict[str, list[str]], contract: DataContract, target_epsilon: float,
-              delta: float, share: float, accountant: str
-              ) -> tuple[composition.DomainSpend, float | None]:
-    """(spend, threshold): one σ for every release so that together they reach ``share`` of
-    ``target_epsilon`` at half of ``share`` of ``delta``; the other half is the thresholds'
-    (a noisy count of 1 passes the threshold with that probability, per category column)."""
+def calibrate(needed: dict[str, list[str]], contract: DataContract, cfg: TrainConfig,
+              n_records: int) -> tuple[composition.DomainSpend, float | None, float]:
+    """(spend, threshold, DP-SGD's ε). DP-SGD is calibrated to ``1 - domain_share`` of the ε
+    target; the domains' one σ is the least that keeps the composition within the target.
+    Thresholds take half of ``domain_share`` of δ: a noisy count of 1 passes with that
+    probability, per category column."""
+    p = cfg.privacy
     specs = {c.name: c for c in contract.columns}
     categories = sum("allowed" in f for f in needed.values())
     bounded = sum(_bounded(specs[c], f) for c, f in needed.items())
     releases = categories + (1 + REFINE) * bounded
     if not releases:
-        return composition.DomainSpend(), None
-    sigma = composition.gaussian_sigma(accountant, releases, share * target_epsilon,
-                                       share * delta / 2)
-    per_column = share * delta / 2 / max(categories, 1)
+        return composition.DomainSpend(), None, p.target_epsilon
+    delta = resolve_delta(p, n_records)
+    sgd_epsilon = (1 - p.domain_share) * p.target_epsilon
+    sample_rate, steps = plan_sampling(n_records, cfg)
+    sgd_sigma = get_noise_multiplier(target_epsilon=sgd_epsilon, target_delta=delta,
+                                     sample_rate=sample_rate, steps=steps,
+                                     accountant=p.accountant)
+    per_column = p.domain_share * delta / 2 / max(categories, 1)
+    thresholds = per_column * categories
+    sigma = composition.domain_sigma(p.accountant, releases, thresholds,
+                                     (sgd_sigma, sample_rate, steps), p.target_epsilon, delta)
     threshold = 1.0 + sigma * float(norm.isf(per_column))
-    return composition.DomainSpend(sigma, releases, per_column * categories), threshold
+    return composition.DomainSpend(sigma, releases, thresholds), threshold, sgd_epsilon
 
 
 def _bounded(spec: ColumnSpec, fields: list[str]) -> bool:
@@ -257,15 +266,7 @@ def plan(contract: DataContract, operators: dict[str, str], columns: list[str],
     needed = relied_on(contract, operators, columns) if p.enabled else {}
     if needed and p.observed_domains == "refuse":
         raise PrivacyError(refusal(needed))
-    spend, threshold = composition.DomainSpend(), None
-    sgd = p.target_epsilon
-    if needed:
-        delta = resolve_delta(p, n_records)
-        spend, threshold = calibrate(needed, contract, p.target_epsilon, delta, p.domain_share,
-                                     p.accountant)
-        sample_rate, steps = plan_sampling(n_records, cfg)
-        sgd = composition.sgd_epsilon(p.accountant, spend, sample_rate, steps,
-                                      p.target_epsilon, delta)
+    spend, threshold, sgd = calibrate(needed, contract, cfg, n_records)
     return {"needed": needed, "spend": asdict(spend), "threshold": threshold,
             "sgd_epsilon": sgd, "share": p.domain_share if spend.releases else 0.0}
 

@@ -71,7 +71,8 @@ class PrivacyConfig(BaseModel):
     # records to: "dp" estimates them under DP from ``domain_share`` of the budget
     # (tasks/domain.py); "refuse" stops before training, naming what to declare public.
     observed_domains: Literal["dp", "refuse"] = "dp"
-    # Share of target_epsilon and of δ those estimates get; DP-SGD is calibrated to the rest.
+    # DP-SGD is calibrated to (1 - share) of target_epsilon; the estimates get the least noise
+    # that keeps the composition within target_epsilon, and share/2 of δ for thresholds.
     domain_share: float = Field(default=0.1, gt=0.0, lt=1.0)
 
     @field_validator("poisson_sampling")

@@ -131,18 +131,16 @@ def test_composed_epsilon_is_within_target_below_the_plain_sum_and_cross_checked
     assert total <= cfg.privacy.target_epsilon
     assert total > sgd_alone  # the domains were paid for
     assert total < sgd_alone + domain_alone  # composition beats adding the parts up
-    # The stated share of ε, at the share of δ it was calibrated at.
-    at_share = composition.epsilon("prv", None, composition.DomainSpend(
-        spend.noise_multiplier, spend.releases), 0.1 * delta / 2)
-    assert at_share == pytest.approx(0.1 * 8.0, rel=0.02)
+    # DP-SGD gets the stated 90 %; the domains get what composition leaves of the rest.
+    assert sgd_alone == pytest.approx(0.9 * 8.0, rel=0.02)
+    assert total == pytest.approx(8.0, rel=0.02)
     pld = composition.pld_epsilon((sigma, q, steps), spend, delta)
     assert pld == pytest.approx(total, rel=0.03)
 
 
-def test_a_share_that_leaves_nothing_for_training_is_refused():
-    spend = composition.DomainSpend(0.5, 10, 1e-7)
+def test_a_share_that_leaves_nothing_for_the_domains_is_refused():
     with pytest.raises(PrivacyError, match="domain_share"):
-        composition.sgd_epsilon("prv", spend, 0.02, 500, 1.0, 1e-5)
+        composition.domain_sigma("prv", 3, 1e-7, (0.5, 0.1, 1000), 1.0, 1e-5)
 
 
 def test_datasheet_lists_declared_and_paid_for_values_never_the_unreleased_ones(bank, planned):
