@@ -237,8 +237,10 @@ def name_spans(text: str) -> list[Span]:
             j = _name_end(tokens, i)
             if _capitalized_name(tokens, i, j) and not _code_or_company(text, tok.start(),
                                                                         tokens[j].end()):
-                start = _particles_before(tokens, i)
-                spans.append(Span(tokens[start].start(), tokens[j].end(), "PERSON"))
+                start, end = _particles_before(tokens, i), tokens[j].end()
+                if tokens[j].group().endswith(("'s", "’s")):
+                    end -= 2  # "<PERSON>'s wife"
+                spans.append(Span(tokens[start].start(), end, "PERSON"))
                 i = j + 1
                 continue
             prev = tokens[i - 1] if i else None

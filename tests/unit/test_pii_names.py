@@ -73,3 +73,25 @@ def test_a_model_person_made_of_everyday_words_is_dropped_and_a_title_trimmed():
     assert pii.ner_person("Call Customer Care now", 5, 18) is None
     text = "Director Paul Matthews wrote it"
     assert pii.ner_person(text, 0, 22) == (9, 22)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("can varga istván sign for it instead?", "can <PERSON> sign for it instead?"),
+    ("handed the keys to evadne quarrington", "handed the keys to <PERSON>"),
+    ("I've cc'd Quarrington so she knows", "I've cc'd <PERSON> so she knows"),
+    ("Ter-Petrosyan's wife picked up the prescription",
+     "<PERSON>'s wife picked up the prescription"),
+])
+def test_names_without_the_issue_cues_are_found(text, expected):
+    assert _scrub(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "parcel JJD261360309490369048 left the depot at 02:13",
+    "Build 10.0.14077 of the Hermanos Amo S.L. app is live",
+    "Meeting moved to 3 pm in the Blue Room.",
+    "Happy Easter! Woohoo see u at the Dessert Party",
+])
+def test_codes_companies_and_rooms_are_no_people_or_places(text):
+    [spans] = pii.find_pii([text], ner_model=MODEL, entities=("PERSON", "LOCATION"))
+    assert spans == []
