@@ -19,7 +19,7 @@ import re
 # US states and territories, Canadian provinces: the region before a ZIP or postal code.
 _REGIONS = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|"
-    "NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR|GU|VI|AS|MP|"
+    "NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR|GU|VI|AS|MP|PW|FM|MH|AA|AE|AP|"
     "AB|BC|MB|NB|NL|NS|NT|NU|ON|PE|QC|SK|YT"
 )
 _US_ZIP = r"\d{5}(?:-\d{4})?"
