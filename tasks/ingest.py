@@ -240,7 +240,10 @@ def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],
     for i, (raw, reason) in enumerate(zip(raws, reasons, strict=True)):
         code = (reason or "").split(";")[0].strip()
         error = code if code == "bad_encoding" else None
-        if code in _REPARSE:
+        # A line cut off a swallowing quote reads again only with quotes as data: quoted, the
+        # csv module would close the quote at the line's end and drop it silently.
+        quoted = sources.quote_char(cfg, detected.get("quoting")) is not None
+        if code in _REPARSE and not (code == "unbalanced_quote" and quoted):
             fields = sources.parse_record(raw or "", names, detected, cfg)
             if fields is None:
                 error = code

@@ -376,7 +376,8 @@ def validate_parquet(canonical_path: Path, contract: DataContract, cfg: Validate
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 schema = schemas.setdefault(kind, table.schema.with_metadata(
                     {**(table.schema.metadata or {}), **provenance}))
-                _writer_for(tmp[kind], table, writers).write_table(table.cast(schema))
+                table = table.cast(schema)  # the writer keeps the provenance for replays
+                _writer_for(tmp[kind], table, writers).write_table(table)
         missing = [k for k in ("kept", "quarantine") if k not in schemas]
         if missing:  # every row went one way: the other file is empty but has its columns
             empty = dict(zip(("kept", "quarantine"), checker.check(

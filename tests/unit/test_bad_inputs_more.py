@@ -127,6 +127,26 @@ def test_fast_and_exact_readers_agree_on_swallowed_lines(tmp_path):
     assert fast.equals(exact)
 
 
+def test_swallowed_lines_replay_only_with_quotes_as_data(tmp_path):
+    from tasks.validate import replay
+
+    path = tmp_path / "messages.tsv"
+    path.write_text("label\ttext\n" + "\n".join(_messages(n=900, odd=3, openers=(1,))) + "\n")
+    contract = infer(path, IngestConfig(quoting="none")).contract
+    first = validate_file(path, contract, IngestConfig(quoting="fields"),
+                          ValidateConfig(max_quarantine_rate=1.0), tmp_path / "first")
+    swallowed = first.report.rows_quarantined
+    assert swallowed > 0 and first.report.rows_in == 900
+    again = replay(first.quarantine_path, contract, IngestConfig(quoting="fields"),
+                   ValidateConfig(), tmp_path / "again")
+    assert again.report.rows_kept == 0  # quoted, the lone quote would be dropped silently
+    fixed = replay(first.quarantine_path, contract, IngestConfig(quoting="none"),
+                   ValidateConfig(), tmp_path / "fixed")
+    assert fixed.report.rows_kept == swallowed
+    kept = pd.read_parquet(fixed.kept_path)
+    assert kept["text"].str.startswith('"').sum() == 1
+
+
 @pytest.mark.parametrize("name", ["amazon_cells_labelled.txt", "imdb_labelled.txt",
                                   "yelp_labelled.txt"])
 def test_review_sentences_count_exactly_the_files_lines(tmp_path, name):
