@@ -117,7 +117,10 @@ def byteset(op, arg) -> frozenset:
 
 def _canonical(c: int, byte: int) -> int:
     """The codec's spelling, as 0 (nothing yet), 1 (after a visible byte), 2 (after one space)
-    or -1 (a leading or repeated space)."""
+    or -1 (a leading or repeated space). A byte above ASCII changes nothing: alone it may be
+    broken UTF-8, which decoding drops, so it never makes a value non-empty by itself."""
+    if byte >= 128:
+        return c
     if byte != _SPACE:
         return 1
     return 2 if c == 1 else -1
