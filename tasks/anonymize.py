@@ -11,7 +11,7 @@ import os
 import secrets
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +37,7 @@ from tasks.generalize import (
 )
 from tasks.ingest import SOURCE_ROW
 from tasks.pii_surrogates import Surrogates
+from tasks.residual import residual_kinds
 from tasks.storage import write_json, write_parquet
 
 KEY_ENV = "PRIVGEN_PSEUDONYM_KEY"
@@ -233,35 +234,12 @@ def common_categories(rows: pd.DataFrame, contract: DataContract, k: int = 5) ->
     return values
 
 
-# Overlap of consecutive pieces of a long text: any PII shorter than this that crosses a border
-# lies whole in the next piece (an address with its city is under 200 characters).
-CHUNK_OVERLAP = 500
-
-
-def text_pieces(text: str, size: int, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, str]]:
-    """``text`` as (offset, piece) pairs of at most ``size`` characters, consecutive pieces
-    overlapping by ``overlap`` characters and cut at a space where one is near; one piece when
-    the text is short enough."""
-    pieces, start = [], 0
-    while True:
-        end = min(start + size, len(text))
-        if end < len(text):
-            cut = text.rfind(" ", start + size // 2, end)
-            end = cut if cut > start else end
-        pieces.append((start, text[start:end]))
-        if end >= len(text):
-            return pieces
-        nxt = max(end - overlap, start + 1)
-        space = text.find(" ", nxt, end)
-        start = space + 1 if space != -1 else nxt
-
-
 def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
                 cfg: AnonymizeConfig, index: pii.IdentifierIndex,
                 key: Key) -> tuple[pd.Series, Counter, set[str]]:
     """Replace PII in free text by typed placeholders or surrogates: the row's own identifiers
     (and their parts), every known identifier of the dataset, and what Presidio finds. A text
-    over ``cfg.scrub_chunk_chars`` is searched in overlapping pieces (``text_pieces``) and its
+    over ``cfg.scrub_chunk_chars`` is searched in overlapping pieces (``pii.text_pieces``) and its
     spans joined. Returns the texts, the replaced spans per entity and the surrogates written."""
     id_cols = _identifier_values(rows, contract, cfg)
     present = [j for j, t in enumerate(texts) if isinstance(t, str)]
@@ -269,7 +247,7 @@ def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
     own = [[(v, ent) for v, (_, ent) in zip(row, id_cols, strict=True) if not pd.isna(v)]
            for row in values.itertuples(index=False)]
     pieces = [(k, offset, piece) for k, j in enumerate(present)
-              for offset, piece in text_pieces(texts.iloc[j], cfg.scrub_chunk_chars)]
+              for offset, piece in pii.text_pieces(texts.iloc[j], cfg.scrub_chunk_chars)]
     found_pieces = pii.find_pii(
         [piece for _, _, piece in pieces], ner_model=cfg.ner_model, entities=cfg.text_entities,
         custom_patterns=sorted(cfg.patterns.items()), allow=common_categories(rows, contract),
@@ -287,45 +265,6 @@ def scrub_texts(texts: pd.Series, rows: pd.DataFrame, contract: DataContract,
         out[j] = pii.replace_spans(out[j], spans, surrogates)
     return (pd.Series(out, index=texts.index, dtype="string"), counts,
             surrogates.written if surrogates else set())
-
-
-def residual_kinds(out: pd.DataFrame, index: pii.IdentifierIndex,
-                   surrogates: Collection[str] = frozenset(),
-                   text_columns: Collection[str] = ()) -> dict[str, Counter]:
-    """Per output column, per kind of personal data, how many cells still hold one: a raw
-    identifier of the input (kind: its column's entity), or what the patterns find. Scrubbed
-    ``text_columns`` are scanned with every pattern kind of ``pii.GATE_ENTITIES``, whatever
-    ``text_entities`` the scrubber was given, so the gate is never narrower than the scrubber;
-    other columns with the checksum-grade patterns (``pii.pattern_spans``), since a category or
-    a generalized code may look like a phone number or a postcode.
-
-    A surrogate this run wrote is skipped, exactly that text and nothing else: it is at a
-    reserved domain or number block and was drawn to hold no known identifier (see
-    ``Surrogates``), so it is no one's; the index check still runs on every cell, surrogates
-    included."""
-    found: dict[str, Counter] = {}
-    for col in out.columns:
-        if not (pd.api.types.is_string_dtype(out[col]) or out[col].dtype == object):
-            continue
-        scan = pii.gate_spans if col in text_columns else pii.pattern_spans
-        kinds: Counter = Counter()
-        for v in out[col].dropna().astype(str):
-            cell = {s.entity for s in index.find(v)}
-            cell |= {s.entity for s in scan(v) if v[s.start : s.end] not in surrogates}
-            if cell:
-                kinds.update(cell)
-                kinds["cells"] += 1
-        if kinds:
-            found[col] = kinds
-    return found
-
-
-def residual_identifiers(out: pd.DataFrame, index: pii.IdentifierIndex,
-                         surrogates: Collection[str] = frozenset(),
-                         text_columns: Collection[str] = ()) -> dict[str, int]:
-    """Per output column, how many cells still hold personal data (see ``residual_kinds``)."""
-    return {col: kinds["cells"] for col, kinds in
-            residual_kinds(out, index, surrogates, text_columns).items()}
 
 
 def l_diversity(out: pd.DataFrame, quasi: list[str], sensitive: str,

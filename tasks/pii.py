@@ -52,8 +52,8 @@ from tasks.pii_recognizers import (
 __all__ = [
     "GATE_ENTITIES", "PHONE_REGIONS", "PLACEHOLDERS", "IdentifierIndex", "RowPattern", "Span",
     "find_pii", "first_names", "gate_spans", "last_names", "merge_spans", "name_spans",
-    "ner_pipeline", "pattern_spans",
-    "placeholder", "replace_spans", "row_pattern", "row_spans",
+    "ner_pipeline", "pattern_spans", "placeholder", "replace_spans", "row_pattern", "row_spans",
+    "text_pieces",
 ]
 
 PLACEHOLDERS = {
@@ -103,6 +103,29 @@ def replace_spans(text: str, spans: Iterable[Span],
         new = replacement(s, text[s.start : s.end]) if replacement else placeholder(s.entity)
         text = text[: s.start] + new + text[s.end :]
     return text
+
+
+# Overlap of consecutive pieces of a long text: any PII shorter than this that crosses a border
+# lies whole in the next piece (an address with its city is under 200 characters).
+CHUNK_OVERLAP = 500
+
+
+def text_pieces(text: str, size: int, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, str]]:
+    """``text`` as (offset, piece) pairs of at most ``size`` characters, consecutive pieces
+    overlapping by ``overlap`` characters and cut at a space where one is near; one piece when
+    the text is short enough."""
+    pieces, start = [], 0
+    while True:
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = text.rfind(" ", start + size // 2, end)
+            end = cut if cut > start else end
+        pieces.append((start, text[start:end]))
+        if end >= len(text):
+            return pieces
+        nxt = max(end - overlap, start + 1)
+        space = text.find(" ", nxt, end)
+        start = space + 1 if space != -1 else nxt
 
 
 class _NoContextBoost(ContextAwareEnhancer):

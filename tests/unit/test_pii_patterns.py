@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tasks import pii
-from tasks.anonymize import AnonymizeConfig, Key, anonymize, text_pieces
+from tasks.anonymize import AnonymizeConfig, Key, anonymize
 from tasks.contract import ColumnSpec, DataContract, Role
 from tasks.errors import PrivacyError
 
@@ -195,13 +195,13 @@ def test_gate_catches_a_kind_the_scrubber_was_told_to_keep(kind, value):
 
 def test_text_pieces_cover_the_text_with_overlap():
     text = " ".join(f"w{i}" for i in range(3000))
-    pieces = text_pieces(text, 1000, overlap=100)
+    pieces = pii.text_pieces(text, 1000, overlap=100)
     assert pieces[0][0] == 0 and pieces[-1][0] + len(pieces[-1][1]) == len(text)
     for (a, pa), (b, _) in itertools.pairwise(pieces):
         assert all(len(p) <= 1000 for _, p in pieces)
         assert text[a : a + len(pa)] == pa
         assert a < b <= a + len(pa) - 90  # every 90-character window lies whole in one piece
-    assert text_pieces("short", 1000) == [(0, "short")]
+    assert pii.text_pieces("short", 1000) == [(0, "short")]
 
 
 def test_text_longer_than_spacy_max_length_is_scrubbed_in_pieces():
