@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.progress import Progress
@@ -106,20 +107,25 @@ class Stop:
         time.sleep(self.GRACE_S)
         self.exit()
 
-    def exit(self) -> None:
-        """Print one line, end what this process started, and leave with 128 + the signal."""
-        if not self._lock.acquire(blocking=False):
-            return
+    def exit(self) -> NoReturn:
+        """Print one line, end what this process started, and leave with 128 + the signal.
+
+        Called from the main thread once unwinding is done, or from the deadline thread:
+        whichever comes second waits for the first to end the process, since returning would
+        let the main thread finish as a success (exit status 0)."""
         signum = self.signum or signal.SIGINT
-        if self.progress is not None:
-            self.progress.stop()  # the bar would be drawn again under the last line
-        self.console.print(f"[red]stopped[/] by {signal.Signals(signum).name}: finished shards and "
-                      "checkpoints are kept; run the same command again (training: privgen run "
-                      "--resume RUN_ID) to continue")
+        if not self._lock.acquire(blocking=False):
+            time.sleep(30)  # the other caller ends the process well before this
+            os._exit(128 + signum)
         try:
+            if self.progress is not None:
+                self.progress.stop()  # the bar would be drawn again under the last line
+            self.console.print(f"[red]stopped[/] by {signal.Signals(signum).name}: finished "
+                               "shards and checkpoints are kept; run the same command again "
+                               "(training: privgen run --resume RUN_ID) to continue")
             atexit._run_exitfuncs()  # Prefect's own server stop, MLflow's flushes
-        finally:
             end_children()
+        finally:
             sys.stdout.flush()
             sys.stderr.flush()
             # Not sys.exit: interpreter shutdown would wait for worker threads still sampling
