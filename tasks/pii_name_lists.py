@@ -153,7 +153,7 @@ def stop_words() -> frozenset[str]:
         "sincerely", "yes", "no", "please", "sir", "madam", "team", "support",
         "customer", "client", "service", "sales", "all", "everyone", "monday", "tuesday",
         "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march",
-        "april", "may", "june", "july", "august", "september", "october", "november", "december",
+        "may", "july", "september", "october", "november", "december",
         "today", "tomorrow", "yesterday", "name", "subject", "date", "phone",
         "mobile", "email", "tel", "mail", "address", "city", "dob", "ssn", "iban", "bic", "card",
         "account", "order", "invoice", "ticket", "patient", "employee", "meeting", "notes",

@@ -49,7 +49,7 @@ _STRONG = re.compile(
     r"chatted with|per|according to|cc|cc'?d|copied|copying|bcc|attn|attention|patient|"
     r"customer|client|employee|"
     r"cardholder|caller|applicant|passenger|recipient|sender|payee|beneficiary|name is|"
-    r"name was|name as|names? are|name\s*:|"
+    r"name was|name as|names? are|name\s*:|(?:from|to|cc|bcc|contact|kontakt|holder|owner)\s*:|"
     r"(?:signed|sent|submitted|approved|requested|reported|written|created|assigned|opened|"
     r"entered|completed|received|collected|delivered|handled|reviewed|referred|witnessed|"
     r"prepared|issued|authorised|authorized|verified|checked|picked up|left|filed)"
@@ -59,6 +59,7 @@ _STRONG = re.compile(
 # "a headset from Plantronics").
 # Case-sensitive: a capitalized "For" or "With" mid-sentence marks a Title Case headline.
 _WEAK = re.compile(r"\b(?:with|from|to|for|and|or|by|call|ring|text|email|e-mail|message|tell|"
+                   r"reach|call back|ring back|of|"
                    r"told|ping|contact|called|it'?s|this is|member|user|owner|guest|student|"
                    r"resident|driver|agent|assistant|technician|doctor)[\s,:]+$")
 # Lower-case words that are English inflections, never a name ("psyched", "spicier").
@@ -80,7 +81,7 @@ _PERSON_AFTER = re.compile(
     r"reception|the front desk|customer service|marketing|security|dispatch|the office|"
     r"admin|compliance|logistics|procurement|facilities)\b|"
     r"['’]s (?:wife|husband|son|daughter|mother|father|mom|mum|dad|phone|number|email|address|"
-    r"account|desk|office|birthday)\b|,? who\b)", re.IGNORECASE)
+    r"account|desk|office|birthday)\b|,? who\b|\s*<[^<>\s]+@)", re.IGNORECASE)
 # After a name or a thing: verbs that need a listed name or a word inside a sentence.
 _ACTS_AFTER = re.compile(r"^\s+(?:recommended|suggested|thinks|thought|wants|wanted|needs|"
                          r"needed|says so|agrees)\b", re.IGNORECASE)
@@ -91,6 +92,7 @@ _COMPANY_AFTER = re.compile(
     r"^,?\s+(?:&\s+\w+\s+)?(?:Ltd|Limited|Inc|LLC|LLP|GmbH|AG|KG|AB|ApS|A/S|AS|ASA|BV|B\.V\.|NV|"
     r"Oy|Oyj|SpA|S\.p\.A|Srl|S\.r\.l|S\.A|SA|SAS|SARL|S\.L|SL|S\.C|Sp\.|Co\b|Corp|PLC|plc|Pty|"
     r"SE|s\.r\.o|a\.s|e\.V|Group|Holdings?|Partners|& Co|& Sons?|and Sons?)\b")
+_LABEL = re.compile(r"\b[^\W\d_]+\s*:\s*$")
 _PLACE_BEFORE = re.compile(r"\b(?:in|at|inside|near|outside|into)\s+$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"“(]\s*|\s-\s)$")
 
@@ -193,8 +195,12 @@ def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
     all_name_words = all(map(name_word, words))
     weak_ok = (len(words) > 1 and all(map(name_word, words))) or surname_shaped(first) or (
         _listed(first) and zipf_rare(_key(first)))
+    weak = _WEAK.search(before) or (before.isupper() and _WEAK.search(before.lower()))
     if (_STRONG.search(before) and any(map(name_word, words))) or (
-            name_word(first) and _WEAK.search(before) and weak_ok):
+            name_word(first) and weak and weak_ok):
+        return True
+    # After a field label ("New lead:", "Bank details:"), names of two or more name words.
+    if _LABEL.search(before) and len(words) > 1 and all_name_words:
         return True
     # "Halvorsen called"; one word opening a sentence must be a listed or surname-shaped name.
     if all_name_words and (_PERSON_AFTER.match(after) or (_ACTS_AFTER.match(after) and (
@@ -245,9 +251,11 @@ def name_spans(text: str) -> list[Span]:
                 continue
             prev = tokens[i - 1] if i else None
             if (_given(word) and prev and text[prev.end() : tok.start()] == ", "
-                    and capitalized(prev.group()) and not _common(prev.group())
-                    and not (spans and spans[-1].end > prev.start())):
-                spans.append(Span(prev.start(), tok.end(), "PERSON"))  # "Doe, Jane"
+                    and capitalized(prev.group()) and not _common(prev.group())):
+                if spans and spans[-1].end == prev.end():  # "cardholder Bir, Ekiya"
+                    spans[-1] = Span(spans[-1].start, tok.end(), "PERSON")
+                elif not (spans and spans[-1].end > prev.start()):
+                    spans.append(Span(prev.start(), tok.end(), "PERSON"))  # "Doe, Jane"
         elif word.islower():
             j = _lower_run(tokens, i, before)
             if j is not None:
@@ -295,9 +303,22 @@ def _lower_run(tokens: list[re.Match], i: int, before: str) -> int | None:
         if re.match(r"^(?:\s*[,.!?;:)]|\s*$|\n)", after):
             return i
         nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
-        if nxt and (_lower_name(nxt) or (_listed(nxt) and not _INFLECTED.search(nxt))):
+        if nxt and (_lower_name(nxt) or (_listed(nxt) and not _verbish(nxt))):
             return _name_end(tokens, i + 1, lower=True)  # "it's hans müller"
+        # "my coworker colin needs it", but not "my husband said she": no verb in a name.
+        if _NAMING_CUE.search(before) and not _verbish(word):
+            return _name_end(tokens, i, lower=True)
+    # "pls reach michael sanders": after a weaker cue, a given and a family name, both listed.
+    nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
+    if (_WEAK.search(before) and _given(word) and nxt and _listed(nxt) and nxt.islower()
+            and not _verbish(nxt) and not _verbish(word)):
+        return i + 1
     return _lower_pair(tokens, i)
+
+
+def _verbish(word: str) -> bool:
+    return bool(_PERSON_AFTER.match(" " + word) or _ACTS_AFTER.match(" " + word)
+                or _INFLECTED.search(word))
 
 
 def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
@@ -355,6 +376,8 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     # given name, or a rare word not after an article ("the Pho"), not an everyday family name
     # ("Curry").
     last = words[-1].group()
+    if _COMPANY_AFTER.match(" " + last):
+        return None  # "Thomsen & Søn ApS"
     if _common(last) or not (name_word(first) or _given(first)) or (len(words) > 1 and not (
             _given(first) or all(name_word(w.group()) for w in words[1:]))):
         return None
@@ -388,7 +411,7 @@ def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
         k = _particles_before(tokens, i)
         if 0 < k < i and _gap(tokens, k - 1) == " " and _continues_name(tokens[k - 1], caps):
             i = k - 1  # "Faisal bin [Rashidi]"
-        elif _continues_name(tokens[i - 1], caps) and name_word(tokens[i - 1].group()):
+        elif _continues_name(tokens[i - 1], caps) and not _common(tokens[i - 1].group()):
             i -= 1
         else:
             break
