@@ -4,7 +4,8 @@ the words around a name that say a person is meant.
 spaCy's small English model misses many names in short informal text ("my wife Amber Grimes", "ask
 for evander thistlewood", "Szabó Zsófia") and takes capitalized common words for names ("Customer
 Care", "Ya"); these rules find the first kind, judge what the model tags, and tell which texts
-still need the model at all. Word lists live in tasks.pii_name_lists.
+still need the model at all. Word lists live in tasks.pii_name_lists, cue words in
+tasks.pii_name_cues.
 """
 
 from __future__ import annotations
@@ -12,9 +13,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from tasks.pii_name_cues import (
+    ACTS_AFTER,
+    COMPANY_AFTER,
+    DETERMINER,
+    INFLECTED,
+    LABEL,
+    NAMING_CUE,
+    PERSON_AFTER,
+    PLACE_BEFORE,
+    SENTENCE_START,
+    STRONG,
+    TITLE_CUE,
+    TOKEN,
+    WEAK,
+)
 from tasks.pii_name_lists import (
     PARTICLES,
-    TITLES,
     common_words,
     first_names,
     last_names,
@@ -31,70 +46,6 @@ __all__ = ["PARTICLES", "NameRuleRecognizer", "capitalized", "complete_names", "
            "ner_place",
            "stop_words"]
 
-_TOKEN = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
-_TITLE = "|".join(sorted(TITLES, key=len, reverse=True))
-# Before a name: a title ("Dr.", "Herr"); any capitalized word after one is a name ("Dr. Green").
-_TITLE_CUE = re.compile(rf"\b(?:{_TITLE})\.?\s+$", re.IGNORECASE)
-# Before a name: words that introduce, address, quote or relate a person, never a thing; after
-# them a word that is a name word (listed, surname-shaped or no everyday English) is a name, in
-# any case ("spoke to Ferenc", "thanks zsófia", "per Halvorsen", "signed for by E. Okafor").
-_STRONG = re.compile(
-    r"(?:\b(?:wife|husband|partner|fianc[eé]e?|son|daughter|brother|sister|mother|father|mom|"
-    r"mum|dad|grandma|grandpa|grandmother|grandfather|aunt|uncle|cousin|nephew|niece|friend|"
-    r"boyfriend|girlfriend|colleague|co-?worker|neighbou?r|roommate|flatmate|landlord|landlady|"
-    r"tenant|manager|boss|supervisor|nurse|dentist|lawyer)(?: is| was)?[\s,:]+$|"
-    r"\b(?:named|i'?m|i am|dear|hi|hello|hey|"
-    r"thanks|thank you|thx|ty|signed|ask for|asked for|asking for|speak to|spoke to|"
-    r"speaking to|speak with|spoke with|talk to|talked to|talking to|talk with|chat with|"
-    r"chatted with|per|according to|cc|cc'?d|copied|copying|bcc|attn|attention|patient|"
-    r"customer|client|employee|"
-    r"cardholder|caller|applicant|passenger|recipient|sender|payee|beneficiary|name is|"
-    r"name was|name as|names? are|name\s*:|(?:from|to|cc|bcc|contact|kontakt|holder|owner)\s*:|"
-    r"(?:signed|sent|submitted|approved|requested|reported|written|created|assigned|opened|"
-    r"entered|completed|received|collected|delivered|handled|reviewed|referred|witnessed|"
-    r"prepared|issued|authorised|authorized|verified|checked|picked up|left|filed)"
-    r"(?: for| in| out| up)? by)[\s,:]+|\b(?:best|cheers|regards|sincerely|yours|love|"
-    r"xoxo|thanks|greetings),?\s*\n\s*|\b(?:best|cheers|regards)\s*,\s*)$", re.IGNORECASE)
-# Cues too common to admit a name word that is not on a name list ("a gift from Grace", but not
-# "a headset from Plantronics").
-# Case-sensitive: a capitalized "For" or "With" mid-sentence marks a Title Case headline.
-_WEAK = re.compile(r"\b(?:with|from|to|for|and|or|by|call|ring|text|email|e-mail|message|tell|"
-                   r"reach|call back|ring back|of|"
-                   r"told|ping|contact|called|it'?s|this is|member|user|owner|guest|student|"
-                   r"resident|driver|agent|assistant|technician|doctor)[\s,:]+$")
-# Lower-case words that are English inflections, never a name ("psyched", "spicier").
-_INFLECTED = re.compile(r"(?:ed|ing|ier|iest|ly|ness|able|ible|ful|less|ous|ive|ment|tion)$")
-# Cues that also admit an everyday given name in lower case ("ask for mark."), never a continuing
-# word: they ask for a person by name, where a thing rarely follows.
-_NAMING_CUE = re.compile(
-    r"\b(?:named|i'?m|i am|this is|it'?s|my name is|name is|name as|name|ask for|asked for|"
-    r"speak to|spoke to|talk to|dear|wife|husband|son|daughter|brother|sister|friend|colleague|"
-    r"co-?worker|neighbou?r|boss|manager)[\s,:]+$", re.IGNORECASE)
-# After a name: verbs of a person speaking or acting, and "from <department>".
-_PERSON_AFTER = re.compile(
-    r"^(?:\s+(?:has |had |just |also |then |already )?(?:called|rang|phoned|rung|said|says|"
-    r"wrote|writes|emailed|e-mailed|texted|messaged|replied|replies|answered|asked|asks|"
-    r"mentioned|confirmed|signed|agreed|told|tells|promised|approved|visited|stopped by|"
-    r"dropped by|dropped off|picked up|left a|will call|will email|is calling|is on leave|"
-    r"is off|is out|was here|complained|explained|insisted|apologi[sz]ed)\b|"
-    r"\s+(?:from|in|at) (?:billing|support|accounts?|hr|it|sales|legal|finance|payroll|"
-    r"reception|the front desk|customer service|marketing|security|dispatch|the office|"
-    r"admin|compliance|logistics|procurement|facilities)\b|"
-    r"['’]s (?:wife|husband|son|daughter|mother|father|mom|mum|dad|phone|number|email|address|"
-    r"account|desk|office|birthday)\b|,? who\b|\s*<[^<>\s]+@)", re.IGNORECASE)
-# After a name or a thing: verbs that need a listed name or a word inside a sentence.
-_ACTS_AFTER = re.compile(r"^\s+(?:recommended|suggested|thinks|thought|wants|wanted|needs|"
-                         r"needed|says so|agrees)\b", re.IGNORECASE)
-_DETERMINER = re.compile(r"\b(?:the|a|an|my|our|your|their|his|her|its|this|that|these|those|"
-                         r"every|any|some|no)\s+$", re.IGNORECASE)
-# After a name: the legal form of a company ("Thomsen & Søn ApS", "Hermanos Amo S.L.").
-_COMPANY_AFTER = re.compile(
-    r"^,?\s+(?:&\s+\w+\s+)?(?:Ltd|Limited|Inc|LLC|LLP|GmbH|AG|KG|AB|ApS|A/S|AS|ASA|BV|B\.V\.|NV|"
-    r"Oy|Oyj|SpA|S\.p\.A|Srl|S\.r\.l|S\.A|SA|SAS|SARL|S\.L|SL|S\.C|Sp\.|Co\b|Corp|PLC|plc|Pty|"
-    r"SE|s\.r\.o|a\.s|e\.V|Group|Holdings?|Partners|& Co|& Sons?|and Sons?)\b")
-_LABEL = re.compile(r"\b[^\W\d_]+\s*:\s*$")
-_PLACE_BEFORE = re.compile(r"\b(?:in|at|inside|near|outside|into)\s+$", re.IGNORECASE)
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"“(]\s*|\s-\s)$")
 
 
 def _key(word: str) -> str:
@@ -169,7 +120,7 @@ def _name_end(tokens: list[re.Match], i: int, lower: bool = False, strict: bool 
         # In capitals or lower case the case tells nothing: only name words go on a name.
         ok = (_lower_name(nxt.group()) if lower else _continues_name(nxt, caps)
               and (not caps or zipf_rare(_key(nxt.group())) or surname_shaped(nxt.group())
-                   or (_listed(nxt.group()) and not _PERSON_AFTER.match(" " + nxt.group()))))
+                   or (_listed(nxt.group()) and not PERSON_AFTER.match(" " + nxt.group()))))
         if not ok or (k > j + 1 and gap not in (" ", ". ")) or (strict and _common(nxt.group())):
             break
         j, words = k, words + 1
@@ -188,23 +139,23 @@ def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
         after = text[tokens[j].end() - 2 :]  # "Ter-Petrosyan's wife"
     words = [t.group() for t in tokens[i : j + 1]
              if t.group().casefold() not in PARTICLES and len(t.group()) > 1]
-    if _TITLE_CUE.search(before) or (len(words) > 1 and any(
+    if TITLE_CUE.search(before) or (len(words) > 1 and any(
             len(t.group()) == 1 and _gap(tokens, k) == ". "
             for k, t in enumerate(tokens[i:j], start=i))):
         return True  # after a title, or around a middle initial ("John Q. Public")
     all_name_words = all(map(name_word, words))
     weak_ok = (len(words) > 1 and all(map(name_word, words))) or surname_shaped(first) or (
         _listed(first) and zipf_rare(_key(first)))
-    weak = _WEAK.search(before) or (before.isupper() and _WEAK.search(before.lower()))
-    if (_STRONG.search(before) and any(map(name_word, words))) or (
+    weak = WEAK.search(before) or (before.isupper() and WEAK.search(before.lower()))
+    if (STRONG.search(before) and any(map(name_word, words))) or (
             name_word(first) and weak and weak_ok):
         return True
     # After a field label ("New lead:", "Bank details:"), names of two or more name words.
-    if _LABEL.search(before) and len(words) > 1 and all_name_words:
+    if LABEL.search(before) and len(words) > 1 and all_name_words:
         return True
     # "Halvorsen called"; one word opening a sentence must be a listed or surname-shaped name.
-    if all_name_words and (_PERSON_AFTER.match(after) or (_ACTS_AFTER.match(after) and (
-            len(words) > 1 or not _SENTENCE_START.search(before) or _listed(first)
+    if all_name_words and (PERSON_AFTER.match(after) or (ACTS_AFTER.match(after) and (
+            len(words) > 1 or not SENTENCE_START.search(before) or _listed(first)
             or surname_shaped(first)))):
         return True
     if len(words) < 2:
@@ -220,20 +171,20 @@ def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
         return True
     if all_name_words and rare and any(_listed(w) or surname_shaped(w) for w in words):
         return True
-    return (all(zipf_rare(_key(w)) for w in words) and not _SENTENCE_START.search(before))
+    return (all(zipf_rare(_key(w)) for w in words) and not SENTENCE_START.search(before))
 
 
 def name_spans(text: str) -> list[Span]:
     """Names found by rule: capitalized runs judged by ``_capitalized_name``, "Doe, Jane", and
     lower-case names after a cue ("ask for evander thistlewood") or before one ("jeff called")."""
-    tokens = list(_TOKEN.finditer(text))
+    tokens = list(TOKEN.finditer(text))
     spans: list[Span] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         word = tok.group()
         before = _cue_before(text, tok.start())
-        if word.casefold() in PARTICLES and _TITLE_CUE.search(before) and i + 1 < len(tokens):
+        if word.casefold() in PARTICLES and TITLE_CUE.search(before) and i + 1 < len(tokens):
             j = _name_end(tokens, i)  # "Mr. van der Berg": the run starts at a particle
             if j > i:
                 spans.append(Span(tok.start(), tokens[j].end(), "PERSON"))
@@ -271,7 +222,7 @@ def _code_or_company(text: str, start: int, end: int) -> bool:
     an abbreviation, or are followed by a company's legal form."""
     return (text[end : end + 1].isdigit() or text[start - 1 : start].isdigit()
             or bool(re.match(r"\.[^\W\d_]", text[end : end + 2]))  # "… S.L.", "… S.A."
-            or bool(_COMPANY_AFTER.match(text[end:])))
+            or bool(COMPANY_AFTER.match(text[end:])))
 
 
 def _particles_before(tokens: list[re.Match], i: int) -> int:
@@ -288,37 +239,37 @@ def _lower_run(tokens: list[re.Match], i: int, before: str) -> int | None:
     """Index of the last word of a lower-case name starting at ``tokens[i]``, or None."""
     word, text = tokens[i].group(), tokens[i].string
     after = text[tokens[i].end() :]
-    if _INFLECTED.search(word):
+    if INFLECTED.search(word):
         return None
-    if _lower_name(word) and (_TITLE_CUE.search(before) or (_STRONG.search(before) and (
+    if _lower_name(word) and (TITLE_CUE.search(before) or (STRONG.search(before) and (
             _listed(word) or not re.search(r"\bi'?m\s+$|\bi am\s+$", before, re.I)))):
         return _name_end(tokens, i, lower=True)
     # "jeff called", but not "the guy called": verbs only, no article before.
-    if (_given(word) and _PERSON_AFTER.match(after) and "who" not in after[:6]
-            and not _DETERMINER.search(before)):
+    if (_given(word) and PERSON_AFTER.match(after) and "who" not in after[:6]
+            and not DETERMINER.search(before)):
         return i
     # An everyday given name ("mark", "bill") only where it is asked for by name and ends the
     # phrase: "ask for mark." but not "my husband said she".
-    if _given(word) and (_NAMING_CUE.search(before) or _STRONG.search(before)):
+    if _given(word) and (NAMING_CUE.search(before) or STRONG.search(before)):
         if re.match(r"^(?:\s*[,.!?;:)]|\s*$|\n)", after):
             return i
         nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
         if nxt and (_lower_name(nxt) or (_listed(nxt) and not _verbish(nxt))):
             return _name_end(tokens, i + 1, lower=True)  # "it's hans müller"
         # "my coworker colin needs it", but not "my husband said she": no verb in a name.
-        if _NAMING_CUE.search(before) and not _verbish(word):
+        if NAMING_CUE.search(before) and not _verbish(word):
             return _name_end(tokens, i, lower=True)
     # "pls reach michael sanders": after a weaker cue, a given and a family name, both listed.
     nxt = tokens[i + 1].group() if i + 1 < len(tokens) and _gap(tokens, i) == " " else ""
-    if (_WEAK.search(before) and _given(word) and nxt and _listed(nxt) and nxt.islower()
+    if (WEAK.search(before) and _given(word) and nxt and _listed(nxt) and nxt.islower()
             and not _verbish(nxt) and not _verbish(word)):
         return i + 1
     return _lower_pair(tokens, i)
 
 
 def _verbish(word: str) -> bool:
-    return bool(_PERSON_AFTER.match(" " + word) or _ACTS_AFTER.match(" " + word)
-                or _INFLECTED.search(word))
+    return bool(PERSON_AFTER.match(" " + word) or ACTS_AFTER.match(" " + word)
+                or INFLECTED.search(word))
 
 
 def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
@@ -326,7 +277,7 @@ def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
     every word rare or listed, one of them rare and one listed ("varga istván", "daiki
     tsukamoto", "ximena de la fuente"); everyday pairs ("summer sale") are no name."""
     def fits(word: str) -> bool:
-        return word.islower() and not _INFLECTED.search(word) and (
+        return word.islower() and not INFLECTED.search(word) and (
             _lower_name(word) or _listed(word))
 
     if not fits(tokens[i].group()):
@@ -348,8 +299,8 @@ def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
     if not any(_listed(w) and zipf_rare(_key(w)) for w in words):
         words = []
     text = tokens[i].string
-    cue = (_STRONG.search(_cue_before(text, tokens[i].start())) or _WEAK.search(
-        _cue_before(text, tokens[i].start())) or _PERSON_AFTER.match(text[tokens[j].end() :]))
+    cue = (STRONG.search(_cue_before(text, tokens[i].start())) or WEAK.search(
+        _cue_before(text, tokens[i].start())) or PERSON_AFTER.match(text[tokens[j].end() :]))
     if words or (cue and all(map(_lower_name, [t.group() for t in tokens[i : j + 1]]))):
         return j
     return None
@@ -362,7 +313,7 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     "Bonus Caller Prize", "Ya"), or one word after an article ("the Pho") is no person."""
     if _code_or_company(text, start, end) or any(c.isdigit() for c in text[start:end]):
         return None
-    words = list(_TOKEN.finditer(text, start, end))
+    words = list(TOKEN.finditer(text, start, end))
     # A leading title or role goes only before a given name ("Director Paul Matthews"), never
     # before a thing ("Lobster Bisque").
     while len(words) > 1 and _common(words[0].group()) and _given(words[1].group()):
@@ -376,7 +327,7 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     # given name, or a rare word not after an article ("the Pho"), not an everyday family name
     # ("Curry").
     last = words[-1].group()
-    if _COMPANY_AFTER.match(" " + last):
+    if COMPANY_AFTER.match(" " + last):
         return None  # "Thomsen & Søn ApS"
     if _common(last) or not (name_word(first) or _given(first)) or (len(words) > 1 and not (
             _given(first) or all(name_word(w.group()) for w in words[1:]))):
@@ -385,9 +336,9 @@ def ner_person(text: str, start: int, end: int) -> tuple[int, int] | None:
     # "at Bellagio", "in Madison".
     before = text[max(0, words[0].start() - 12) : words[0].start()]
     if len(words) == 1 and not _given(first) and (
-            _key(first) in common_words() or _DETERMINER.search(before)):
+            _key(first) in common_words() or DETERMINER.search(before)):
         return None
-    if len(words) == 1 and _PLACE_BEFORE.search(before):
+    if len(words) == 1 and PLACE_BEFORE.search(before):
         return None
     return words[0].start(), words[-1].end()
 
@@ -396,12 +347,12 @@ def ner_place(text: str, start: int, end: int) -> bool:
     """Whether a model's LOCATION span can be a place: not when made of common words alone that
     name no place in the gazetteer, as a phrase or after an article ("the Blue Room", "the
     Dessert Party", "Cheap Ramen"); one common word alone may be a city ("Phoenix")."""
-    words = [w.group() for w in _TOKEN.finditer(text, start, end)]
+    words = [w.group() for w in TOKEN.finditer(text, start, end)]
     content = [w for w in words if w.casefold() not in ("the", "a", "an")]
     if not content or any(_key(w) not in common_words() or _key(w) in place_words()
                           for w in content):
         return True
-    return len(content) == 1 and not _DETERMINER.search(text[max(0, start - 12) : start + 4])
+    return len(content) == 1 and not DETERMINER.search(text[max(0, start - 12) : start + 4])
 
 
 def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
@@ -421,7 +372,7 @@ def _run_start(tokens: list[re.Match], j: int, caps: bool) -> int:
 def complete_names(text: str, spans: list[Span]) -> list[Span]:
     """Widen person spans to the whole capitalized name (the model often tags only the part
     it knows: "Mekdes [Tesfaye]"), and take the other name of a pair ("X Y and <PERSON>")."""
-    tokens = list(_TOKEN.finditer(text))
+    tokens = list(TOKEN.finditer(text))
     out, people = [], set()
     for s in spans:
         inside = [k for k, t in enumerate(tokens) if s.start <= t.start() and t.end() <= s.end]
@@ -448,19 +399,19 @@ def complete_names(text: str, spans: list[Span]) -> list[Span]:
 def may_be_name(text: str) -> bool:
     """Whether a model's entity can be a name or a place: names and places hold no digits, nor is
     a run of function words ("Tel.") a name."""
-    return not any(c.isdigit() for c in text) and any(map(capitalized, _TOKEN.findall(text)))
+    return not any(c.isdigit() for c in text) and any(map(capitalized, TOKEN.findall(text)))
 
 
 def known_words(values: Iterable[str]) -> frozenset[str]:
     """The case-folded words of allowed values, which ``needs_ner`` need not explain."""
-    return frozenset(w.casefold() for v in values for w in _TOKEN.findall(v))
+    return frozenset(w.casefold() for v in values for w in TOKEN.findall(v))
 
 
 def needs_ner(text: str, found: list[Span], known: frozenset[str] = frozenset()) -> bool:
     """Whether a capitalized word remains that is no function word, no word of an allowed
     value and not already found: texts without one hold no name or place the model could add."""
     ignore = stop_words() | known
-    for tok in _TOKEN.finditer(text):
+    for tok in TOKEN.finditer(text):
         word = tok.group()
         if word[0].isupper() and word.casefold() not in ignore and not any(
                 s.start <= tok.start() and tok.end() <= s.end for s in found):
