@@ -36,7 +36,7 @@ STRONG = re.compile(
 # "a headset from Plantronics").
 # Case-sensitive: a capitalized "For" or "With" mid-sentence marks a Title Case headline.
 WEAK = re.compile(r"\b(?:with|from|to|for|and|or|by|call|ring|text|email|e-mail|message|tell|"
-                   r"reach|call back|ring back|of|"
+                   r"reach|call back|ring back|of|ask|asked|"
                    r"told|ping|contact|called|it'?s|this is|member|user|owner|guest|student|"
                    r"resident|driver|agent|assistant|technician|doctor)[\s,:]+$")
 # Lower-case words that are English inflections, never a name ("psyched", "spicier").

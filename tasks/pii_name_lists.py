@@ -38,8 +38,10 @@ _SURNAME_END = re.compile(
     r"stein|mann|feld|baum|[aeiou]z|etti|elli|ucci|moto|yama|kawa|shita|mura|hara|uchi|zadeh|"
     r"nejad|abadi)$",
     re.IGNORECASE)
-_SURNAME_START = re.compile(r"^(?:Mc|Mac|O['’]|D['’]|Fitz|Ap|Ab|Al-|El-|Ben-|Abu-)\w",
-                            re.UNICODE)
+# A prefix with a capital after it ("McAllister", "O'Neill", "MacGiolla"), or a hyphen
+# ("Al-Khatib", "Ben-David"): no English word has either shape.
+_SURNAME_START = re.compile(
+    r"^(?:(?:Mc|Mac|O['’]|D['’]|Fitz)[A-ZÀ-ÖØ-Þ]|(?:Al|El|Ben|Abu|Ap|Ab)-\w)")
 
 GAZETTEER_LOCALES = (
     "en_US", "en_GB", "en_IE", "en_NZ", "en_IN", "de_DE", "de_AT", "de_CH", "fr_FR", "fr_CA",

@@ -241,6 +241,8 @@ def _lower_run(tokens: list[re.Match], i: int, before: str) -> int | None:
     after = text[tokens[i].end() :]
     if INFLECTED.search(word):
         return None
+    if TITLE_CUE.search(before) and (_listed(word) or surname_shaped(word.title())):
+        return _name_end(tokens, i, lower=True)  # "dr. nakamura", "mr o'sullivan"
     if _lower_name(word) and (TITLE_CUE.search(before) or (STRONG.search(before) and (
             _listed(word) or not re.search(r"\bi'?m\s+$|\bi am\s+$", before, re.I)))):
         return _name_end(tokens, i, lower=True)
