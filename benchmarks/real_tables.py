@@ -50,7 +50,7 @@ def one(name: str, source: Path, n: int, overrides: list[str], env: dict) -> dic
     if not (step("infer", ["validate", source.name, "--infer", "c.yaml"])
             and step("run", ["run", "--config", "c.yaml", "--set",
                              f"register.model_name={model}", *sets])
-            and step("generate", ["generate", "--model", f"{model}@challenger", "--n", str(n),
+            and step("generate", ["generate", "--model", f"{model}/1", "--n", str(n),
                                   "--out", "out/synthetic.parquet"])):
         return out
     manifest = json.loads((work / "out" / "synthetic.manifest.json").read_text())
