@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from tasks import sources, sources_sql, tracking
+from tasks import sources, sources_csv, sources_sql, tracking
 from tasks.errors import InputError
 from tasks.sniff import format_from_content
 from tasks.sources import INGEST_ERROR, META, RAW, REASON, SOURCE_LINE, SOURCE_ROW, Opened
@@ -183,7 +183,7 @@ def open_source(cfg: IngestConfig) -> Opened:
         return sources.read_parquet(path, cfg)
     if fmt == "jsonl":
         return sources.read_jsonl(path, cfg)
-    return sources.read_csv(path, cfg, fmt)
+    return sources_csv.read_csv(path, cfg, fmt)
 
 
 def clean_chunk(table: pa.Table, names: list[str], cfg: IngestConfig) -> pa.Table:
@@ -228,6 +228,15 @@ def records(cfg: IngestConfig) -> tuple[list[str], Iterator[pa.Table], dict[str,
 _REPARSE = ("ragged_row", "bad_csv", "unbalanced_quote", "bad_json", "not_an_object")
 
 
+def _parse_record(raw: str, names: list[str], detected: dict[str, Any],
+                  cfg: IngestConfig) -> list[str | None] | None:
+    if detected.get("format") in ("csv", "tsv"):
+        return sources_csv.parse_line(raw, names, detected, cfg)
+    if detected.get("format") == "jsonl":
+        return sources.parse_json_line(raw, names, detected)
+    return None
+
+
 def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],
             cfg: IngestConfig) -> pa.Table:
     """Quarantined rows back to canonical form, with unsplit records parsed again under the
@@ -242,9 +251,9 @@ def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],
         error = code if code == "bad_encoding" else None
         # A line cut off a swallowing quote reads again only with quotes as data: quoted, the
         # csv module would close the quote at the line's end and drop it silently.
-        quoted = sources.quote_char(cfg, detected.get("quoting")) is not None
+        quoted = sources_csv.quote_char(cfg, detected.get("quoting")) is not None
         if code in _REPARSE and not (code == "unbalanced_quote" and quoted):
-            fields = sources.parse_record(raw or "", names, detected, cfg)
+            fields = _parse_record(raw or "", names, detected, cfg)
             if fields is None:
                 error = code
             else:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from flows import cli
 from flows.config import load_config
-from tasks import sources, tracking
+from tasks import sources_csv, tracking
 from tasks.errors import ConfigError, InputError
 from tasks.infer import infer
 from tasks.ingest import INGEST_ERROR, SOURCE_LINE, IngestConfig, ingest, read_source
@@ -119,10 +119,10 @@ def test_fast_and_exact_readers_agree_on_swallowed_lines(tmp_path):
     path = tmp_path / "messages.tsv"
     path.write_text("label\ttext\n" + "\n".join(_messages(n=900, odd=3, openers=(1,))) + "\n")
     cfg = IngestConfig(path=path, quoting="fields")
-    dialect, _ = sources.csv_dialect(path, cfg, "tsv")
+    dialect, _ = sources_csv.csv_dialect(path, cfg, "tsv")
     names = ["label", "text"]
-    fast = pa.concat_tables(sources._csv_chunks(path, cfg, dialect, names, 1))
-    exact = pa.concat_tables(sources._exact_csv(path, cfg, dialect, names, 1))
+    fast = pa.concat_tables(sources_csv._csv_chunks(path, cfg, dialect, names, 1))
+    exact = pa.concat_tables(sources_csv._exact_csv(path, cfg, dialect, names, 1))
     assert fast.num_rows == exact.num_rows == 900
     assert fast.equals(exact)
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from tasks import sources
+from tasks import sources_csv
 from tasks.errors import InputError
 from tasks.ingest import (
     INGEST_ERROR,
@@ -94,10 +94,10 @@ def test_fast_and_exact_csv_readers_read_the_same_records(tmp_path):
     path = tmp_path / "odd.csv"
     path.write_bytes(ODD_CSV.encode())
     cfg = IngestConfig(path=path)
-    dialect, _ = sources.csv_dialect(path, cfg, "csv")
+    dialect, _ = sources_csv.csv_dialect(path, cfg, "csv")
     names = ["id", "text", "n"]
-    fast = pa.concat_tables(sources._fast_csv(path, cfg, dialect, names, 1))
-    exact = pa.concat_tables(sources._exact_csv(path, cfg, dialect, names, 1))
+    fast = pa.concat_tables(sources_csv._fast_csv(path, cfg, dialect, names, 1))
+    exact = pa.concat_tables(sources_csv._exact_csv(path, cfg, dialect, names, 1))
     assert fast.equals(exact)
     assert fast[SOURCE_LINE].to_pylist() == [2, 3, 5, 6]
     assert fast["text"].to_pylist()[1:3] == ["two\r\nlines", 'say "hi"']
