@@ -147,7 +147,10 @@ def _capitalized_name(tokens: list[re.Match], i: int, j: int) -> bool:
     weak_ok = (len(words) > 1 and all(map(name_word, words))) or surname_shaped(first) or (
         _listed(first) and zipf_rare(_key(first)))
     weak = WEAK.search(before) or (before.isupper() and WEAK.search(before.lower()))
-    if (STRONG.search(before) and any(map(name_word, words))) or (
+    # After a strong cue ("signed for by", "spoke to"), a word no commoner than a family name
+    # ("Ashcroft", which wordfreq counts as an everyday word) is one.
+    strong_ok = any(map(name_word, words)) or _key(first) not in common_words()
+    if (STRONG.search(before) and strong_ok) or (
             name_word(first) and weak and weak_ok):
         return True
     # After a field label ("New lead:", "Bank details:"), names of two or more name words.
@@ -298,7 +301,10 @@ def _lower_pair(tokens: list[re.Match], i: int) -> int | None:
     # "pleather case" or "bloddy mary".
     if len(words) < 2 or not any(map(_lower_name, words)):
         return None
-    if not any(_listed(w) and zipf_rare(_key(w)) for w in words):
+    # Or a listed given name before rare words ("margaret okonkwo", "priya raghunathan"): the
+    # family names lists miss most, and an everyday pair ("rose garden") has no rare word.
+    if not (any(_listed(w) and zipf_rare(_key(w)) for w in words)
+            or (_given(words[0]) and all(map(_lower_name, words[1:])))):
         words = []
     text = tokens[i].string
     cue = (STRONG.search(_cue_before(text, tokens[i].start())) or WEAK.search(
