@@ -26,6 +26,7 @@ import phonenumbers
 import pii_textgen_names
 import pii_textgen_patterns
 from faker import Faker
+from seeded_fakers import seeded_fakers
 
 SEED = 4242
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "en_IN",
@@ -355,10 +356,7 @@ def render(template: str, filler: Filler) -> dict:
 def generate(n: int = 1200, seed: int = SEED) -> list[dict]:
     """``n`` labeled texts; the same ``n`` and ``seed`` give the same texts."""
     rng = random.Random(seed)
-    fakers = {}
-    for i, locale in enumerate(LOCALES):
-        fakers[locale] = Faker(locale)
-        fakers[locale].seed_instance(seed + i)
+    fakers = seeded_fakers(LOCALES, seed)
     records = []
     for i in range(n):
         locale = LOCALES[i % len(LOCALES)]

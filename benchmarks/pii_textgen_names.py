@@ -15,6 +15,7 @@ import random
 import string
 
 from faker import Faker
+from seeded_fakers import seeded_fakers
 
 SEED = 1212
 # (given, family, family name first?) by naming tradition; Faker locales give the other half.
@@ -184,10 +185,7 @@ def _named(rng: random.Random, fakers: dict[str, Faker]) -> dict:
 def generate(n: int, seed: int = SEED, clean_share: float = 0.45) -> list[dict]:
     """``n`` labeled texts, about ``clean_share`` of them with no personal data at all."""
     rng = random.Random(seed)
-    fakers = {}
-    for i, locale in enumerate(FAKER_LOCALES):
-        fakers[locale] = Faker(locale)
-        fakers[locale].seed_instance(seed + i)
+    fakers = seeded_fakers(FAKER_LOCALES, seed)
     records = []
     for _ in range(n):
         if rng.random() < clean_share:

@@ -21,6 +21,7 @@ import string
 
 import phonenumbers
 from faker import Faker
+from seeded_fakers import seeded_fakers
 
 SEED = 2323
 STREET = "STREET_ADDRESS"
@@ -343,10 +344,7 @@ def generate(n: int = 600, seed: int = SEED) -> list[dict]:
     rng = random.Random(seed)
     locales = {loc for loc, _ in ADDRESS_LOCALES} | {loc for loc, _, _ in IDN_EMAILS} \
         | set(IBAN_LOCALES)
-    fakers = {}
-    for i, locale in enumerate(sorted(locales)):
-        fakers[locale] = Faker(locale)
-        fakers[locale].seed_instance(seed + i)
+    fakers = seeded_fakers(sorted(locales), seed)
     filler = PatternFiller(rng, fakers)
     records = []
     for i in range(n):
