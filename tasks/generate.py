@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
-from collections.abc import Collection
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -25,12 +22,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import causal_lm
-from models.records import RecordCodec, RecordGrammar
-from tasks import pii, release, tracking
-from tasks.contract import ColumnSpec, Role
-from tasks.errors import GenerationError, RegistryError
-from tasks.release import violation
+from tasks import release, tracking
+from tasks.contract import ColumnSpec
+from tasks.draw import (  # noqa: F401  (advice, has_pii, Shard, shard_plan: this stage's API)
+    SAMPLING,
+    SHARD_SIZE,
+    Shard,
+    advice,
+    check_condition,
+    draw_records,
+    has_pii,
+    set_sampling,
+    shard_plan,
+    short,
+)
+from tasks.errors import RegistryError
+from tasks.release import violation  # noqa: F401  (re-exported for the release tests)
 from tasks.storage import (
     file_digest,
     output_format,
@@ -39,12 +46,6 @@ from tasks.storage import (
     write_records,
 )
 
-# Each round draws the shortfall with its own seed; a model this bad after 8 is not usable.
-MAX_ROUNDS = 8
-# Below this share of records passing the checks a model is refused after its first round:
-# drawing 20 for each record kept costs 20x and the few kept ones are suspect too.
-MIN_ACCEPTANCE = 0.05
-
 
 class GenerateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,13 +53,13 @@ class GenerateConfig(BaseModel):
     model: str = "privgen-demo@champion"
     n: int = Field(default=1000, ge=1, le=10_000_000)
     seed: int = 7
-    # Below 1 trades diversity for well-formed values; small DP models need the help.
-    temperature: float = Field(default=0.8, gt=0.0)
-    top_k: int = Field(default=0, ge=0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    batch_size: int = Field(default=128, ge=1)
+    # Sampling settings (text families), shared with the pyfunc's predict (tasks.draw).
+    temperature: float = Field(default=SAMPLING["temperature"], gt=0.0)
+    top_k: int = Field(default=SAMPLING["top_k"], ge=0)
+    top_p: float = Field(default=SAMPLING["top_p"], gt=0.0, le=1.0)
+    batch_size: int = Field(default=SAMPLING["batch_size"], ge=1)
     # Records per shard: the unit of resumption and of parallel work.
-    shard_size: int = Field(default=1000, ge=1)
+    shard_size: int = Field(default=SHARD_SIZE, ge=1)
     # Shards generated at once; each uses the torch threads it gets.
     workers: int = Field(default=1, ge=1)
     # "thread": a Prefect thread pool in this process; "dask": a local Dask cluster of
@@ -67,8 +68,8 @@ class GenerateConfig(BaseModel):
     dask_address: str | None = None
     # The file's suffix picks the format: .parquet, .csv or .jsonl.
     out: Path = Path("outputs/synthetic.parquet")
-    # Structured fields every record holds, e.g. {"product": "Nimbus Phone"}: written into each
-    # record as the codec spells it, so the fields after it are sampled given its value.
+    # Structured fields every record holds, e.g. {"product": "Nimbus Phone"}: the other fields
+    # are sampled given its value (text families: written into the line as the codec spells it).
     condition: dict[str, str] = Field(default_factory=dict)
 
     def digest(self) -> str:
@@ -106,112 +107,20 @@ def resolve(ref: str) -> tuple[str, str, str | None]:
         ) from None
 
 
-@dataclass(frozen=True)
-class Shard:
-    index: int
-    n: int
-    seed: int
-
-
-def shard_plan(n: int, shard_size: int, seed: int) -> list[Shard]:
-    """Deterministic shards: the same request always maps shard i to the same size and seed."""
-    return [Shard(i, min(shard_size, n - start), seed * 1_000_003 + i)
-            for i, start in enumerate(range(0, n, shard_size))]
-
-
-def has_pii(row: dict, text_fields: Collection[str] = ()) -> bool:
-    """privgen's one PII check on generated values, the anonymize stage's output gate: free
-    text (``text_fields``) with every pattern kind the gate knows (``pii.gate_spans``), other
-    values with the checksum-grade patterns (a category may look like a postcode)."""
-    return any(isinstance(v, str) and (pii.gate_spans(v) if k in text_fields
-                                       else pii.pattern_spans(v)) for k, v in row.items())
-
-
-def check_condition(condition: dict[str, str], codec: RecordCodec, specs: list[ColumnSpec],
-                    byte_level: bool = True) -> None:
-    """Refuse, before any sampling, a condition the model cannot honour."""
-    settable = codec.fields[:-1]  # the last field is free text
-    checks = {s.name: s for s in specs}
-    for column, value in condition.items():
-        where = f"generate.condition {column}={value!r}"
-        if column not in settable:
-            raise GenerationError(f"generate.condition: {column!r} is not a structured column "
-                                  f"of this model; use one of {', '.join(settable)}")
-        if not byte_level:
-            raise GenerationError(f"{where}: conditioning needs a model with privgen's byte "
-                                  "tokenizer; this one was fine-tuned with its own")
-        if not value or codec.field_text(column, value) != value:
-            raise GenerationError(f"{where}: give non-empty text without '|', line breaks or "
-                                  "repeated spaces")
-        if column in codec.integer_fields and not value.lstrip("-").isdigit():
-            raise GenerationError(f"{where}: {column} holds whole numbers")
-        if has_pii({column: value}):
-            raise GenerationError(f"{where}: the value looks like personal data; condition on "
-                                  "a category, not a person")
-        if column in checks and violation({column: value}, [checks[column]]):
-            allowed = checks[column].allowed
-            raise GenerationError(f"{where}: not allowed by the training data's contract"
-                                  + (f"; allowed: {', '.join(allowed)}" if allowed else ""))
-
-
-@dataclass
-class Drawn:
-    records: list[dict] = field(default_factory=list)
-    generated: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    # Lines that did not parse, with their reason; never ones holding PII or training text.
-    quarantine: list[dict] = field(default_factory=list)
-    surplus: int = 0  # records that passed beyond the n asked for, discarded
-    # Records rejected for copying training text: never written, kept in memory for the
-    # replay audit, which must see what the model produces, not what the filter lets through.
-    replayed: list[dict] = field(default_factory=list)
-
-
-def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec]) -> Drawn:
-    """Sample until ``n`` records parse and pass every check, in rounds with their own seeds.
-
-    ``model``: a loaded ``SyntheticRecordsModel``. Deterministic for the same arguments."""
-    tok = model.tokenizer
-    grammar = RecordGrammar(model.codec, tok.eos_id, tok.vocab_size, prompt_length=1,
-                            forced=cfg.condition, forms=release.field_forms(specs)) \
-        if tok.byte_level else None
-    out = Drawn()
-    text_fields = {s.name for s in specs if s.role is Role.TEXT}
-    for attempt in range(MAX_ROUNDS):
-        need = n - len(out.records)
-        if need <= 0 or (attempt and len(out.records) < MIN_ACCEPTANCE * out.generated):
-            break
-        # The shortfall over the share that passed so far, plus 10%: a model that loses some
-        # records to the checks needs one more round, not several.
-        size = need if not attempt else math.ceil(1.1 * need * out.generated / len(out.records))
-        texts = causal_lm.generate(
-            model.model, tok, size, seed=seed * 100 + attempt,
-            max_new_tokens=model.meta["model_config"]["block_size"] - 1,
-            temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p,
-            batch_size=cfg.batch_size, grammar=grammar)
-        out.generated += len(texts)
-        for text in texts:
-            row, reason = model.codec.parse(text)
-            if row is not None:
-                reason = ("pii" if has_pii(row, text_fields) else "replay"
-                          if model.copies_training_text(row) else violation(row, specs))
-            if reason is None:
-                out.records.append(row)
-                continue
-            out.rejected[reason] += 1
-            if reason == "replay":
-                out.replayed.append(row)
-            if row is None and not has_pii({"text": text}, ("text",)) and not (
-                    model.replay is not None and model.replay.copies(text)):
-                out.quarantine.append({"reason": reason, "text": text})
-    out.surplus = max(len(out.records) - n, 0)
-    out.records = out.records[:n]
-    return out
+def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec]):
+    """``draw_records`` with ``cfg``'s sampling settings and condition; ``model``: a generator
+    or the pyfunc wrapper around one (the evaluate stage's call until it loads with
+    ``models.base.load``)."""
+    gen = getattr(model, "generator", model)
+    set_sampling(gen, cfg.model_dump(include=set(SAMPLING)))
+    return draw_records(gen, n, seed, specs, cfg.condition)
 
 
 @lru_cache(maxsize=2)
 def _load(name: str, version: str):
-    # One copy per process and version, shared by the shard tasks running in its threads.
+    """The registered version's pyfunc wrapper (``.generator``: ``models.base.load`` of its
+    model folder; ``.specs``: its release rules). One copy per process and version, shared by
+    the shard tasks running in its threads."""
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
 
 
@@ -249,22 +158,17 @@ def generate_shard(model: dict, shard: Shard, cfg: GenerateConfig, directory: Pa
     done = _shard_done(directory, shard, key)
     if done:
         return done | {"reused": True}
-    loaded = _load(model["name"], model["version"])
+    gen = _load(model["name"], model["version"]).generator
     specs = [ColumnSpec.model_validate(s) for s in model["contract"] or []]
-    drawn = draw(loaded, shard.n, shard.seed, cfg, specs)
-    if len(drawn.records) < shard.n:
-        reasons = ", ".join(f"{k}: {v}" for k, v in drawn.rejected.most_common())
-        raise GenerationError(
-            f"model {model['name']} v{model['version']} produced only {len(drawn.records)} "
-            f"usable records of {shard.n} in shard {shard.index} after {drawn.generated} "
-            f"draws (rejected: {reasons}); {advice(drawn.rejected)}")
+    drawn = draw(gen, shard.n, shard.seed, cfg, specs)
+    short(drawn, shard.n, f"shard {shard.index} of model {model['name']} v{model['version']}")
     stem = f"{shard.index:05d}"
     quarantine = None
     if drawn.quarantine:
         path = write_jsonl(drawn.quarantine, directory / f"quarantine-{stem}.jsonl")
         quarantine = {"file": path.name, "sha256": file_digest(path),
                       "records": len(drawn.quarantine)}
-    data = write_records(loaded.codec.frame(drawn.records), directory / f"shard-{stem}.parquet",
+    data = write_records(gen.frame(drawn.records), directory / f"shard-{stem}.parquet",
                          "parquet")
     done = {"index": shard.index, "seed": shard.seed, "key": key, "records": shard.n,
             "generated": drawn.generated, "rejected": dict(sorted(drawn.rejected.items())),
@@ -272,29 +176,6 @@ def generate_shard(model: dict, shard: Shard, cfg: GenerateConfig, directory: Pa
             "sha256": file_digest(data)}
     write_json(done, directory / f"shard-{stem}.json")  # written last: the commit
     return done | {"reused": False}
-
-
-def advice(rejected: Counter) -> str:
-    """What to do about the commonest rejection, by its cause (not always "train longer")."""
-    if not rejected:
-        return "no record was drawn; raise generate.n"
-    reason = rejected.most_common(1)[0][0]
-    kind, _, column = reason.partition(":")
-    if reason.startswith(("parse:integer:", "parse:fields")):
-        return (f"most lines do not fit the model's record layout ({reason}): the model was "
-                "trained on another layout or not enough; retrain it with this privgen")
-    if kind == "parse":
-        return (f"most lines leave a field empty or malformed ({reason}): train longer or "
-                "lower generate.temperature")
-    if kind == "contract":
-        return (f"most records hold a {column} value outside the released contract: its form "
-                f"is outside what the grammar enforces; declare {column}'s allowed values or "
-                "a simpler regex in the contract, then retrain")
-    if kind == "pii":
-        return ("most records look like personal data to the PII scanner: check the "
-                "anonymize settings of the training run before using this model")
-    return ("most records copy training text: the model memorized its data; train with a "
-            "lower ε or more data")
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE)
@@ -305,24 +186,24 @@ def resolve_task(ref: str, condition: dict[str, str]) -> dict:
     name, version, alias = resolve(ref)
     mv = tracking.client().get_model_version(name, version)
     loaded = _load(name, version)
-    specs = release.read(loaded.release)
+    specs, gen = loaded.specs, loaded.generator
     source = "model"
     if specs is None:  # a model saved before it carried its release rules
         source = "run"
         try:
             specs = release.from_run_config(tracking.download_json(mv.run_id, "config.json"),
-                                            loaded.codec.fields)
+                                            gen.spec.names)
         except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as exc:
             # An older or foreign training run: said in the log and the manifest, not silently.
             logger.warning("records not checked against a data contract: the training run "
                            "%s has no usable config.json (%s)", mv.run_id, type(exc).__name__)
             specs = None
-    check_condition(condition, loaded.codec, specs or [], loaded.tokenizer.byte_level)
+    check_condition(condition, gen, specs or [])
     return {"name": name, "version": version, "alias": alias, "run_id": mv.run_id,
             "epsilon": mv.tags.get("privacy.epsilon"), "delta": mv.tags.get("privacy.delta"),
             "accountant": mv.tags.get("privacy.accountant"),
             "contract": None if specs is None else [s.model_dump(mode="json") for s in specs],
-            "contract_source": source}
+            "contract_source": source, "family": gen.family}
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard.index}")
