@@ -2,7 +2,8 @@
 classifier tell them apart?) and for a downstream task (train on synthetic, test on real).
 
 Pure functions over record frames; values may be strings, None or unparseable, as a generative
-model writes them. Every result is a flat ``{name: float}`` dict, ready to log as metrics.
+model writes them. Every result is a flat ``{name: float}`` dict, ready to log as metrics. The
+marginal TVD and gradient-boosting TSTR AUC live in ``tasks.fidelity_tables``, imported here.
 """
 
 from __future__ import annotations
@@ -23,30 +24,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from tasks.errors import InputError
-
-# Missing and unparseable categorical values are a category of their own: a model that writes
-# None where the data has a value is less faithful, and TVD should say so.
-MISSING = "<missing>"
-
-
-def _check_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    absent = [c for c in columns if c not in frame.columns]
-    if absent:
-        raise InputError(f"{name} frame lacks column(s) {absent}; pass only columns both have")
-
-
-def _category(v: object) -> str | None:
-    if isinstance(v, str):
-        return v
-    return None if v is None or pd.isna(v) else str(v)
-
-
-def _categories(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: MISSING if (c := _category(v)) is None else c)
-
-
-def _numbers(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+from tasks.fidelity_tables import MISSING as MISSING  # re-exported: one yardstick
+from tasks.fidelity_tables import categories, category, check_columns, numbers
+from tasks.fidelity_tables import marginal_tvd as marginal_tvd
+from tasks.fidelity_tables import tstr_auc as tstr_auc
 
 
 def _lengths(s: pd.Series) -> pd.Series:
@@ -56,8 +37,8 @@ def _lengths(s: pd.Series) -> pd.Series:
 def _structured(frame: pd.DataFrame, categorical: Sequence[str], numeric: Sequence[str],
                 text: Sequence[str]) -> pd.DataFrame:
     """Categories as strings, numbers as floats (NaN when unparseable), text as its length."""
-    parts = {c: _categories(frame[c]) for c in categorical}
-    parts |= {c: _numbers(frame[c]) for c in numeric}
+    parts = {c: categories(frame[c]) for c in categorical}
+    parts |= {c: numbers(frame[c]) for c in numeric}
     parts |= {f"len.{c}": _lengths(frame[c]) for c in text}
     return pd.DataFrame(parts, index=frame.index)
 
@@ -81,8 +62,8 @@ def column_fidelity(real: pd.DataFrame, synth: pd.DataFrame, categorical: list[s
     and text lengths; NaN with fewer than two such columns).
     """
     columns = [*categorical, *numeric, *text]
-    _check_columns(real, columns, "real")
-    _check_columns(synth, columns, "synthetic")
+    check_columns(real, columns, "real")
+    check_columns(synth, columns, "synthetic")
     r, s = _structured(real, categorical, numeric, text), _structured(synth, categorical,
                                                                       numeric, text)
     out: dict[str, float] = {}
@@ -159,8 +140,8 @@ def detection_auc(real: pd.DataFrame, synth: pd.DataFrame, categorical: list[str
     columns = [*categorical, *numeric, *text]
     if not columns:
         raise InputError("detection needs at least one categorical, numeric or text column")
-    _check_columns(real, columns, "real")
-    _check_columns(synth, columns, "synthetic")
+    check_columns(real, columns, "real")
+    check_columns(synth, columns, "synthetic")
     n = min(len(real), len(synth), max_records)
     if n < folds:
         raise InputError(f"detection needs at least {folds} real and synthetic records, "
@@ -219,10 +200,10 @@ def tstr(train_real: pd.DataFrame, synth: pd.DataFrame, test_real: pd.DataFrame,
     columns = [*categorical, *numeric, *text, label]
     for frame, name in ((train_real, "real training"), (synth, "synthetic"),
                         (test_real, "real test")):
-        _check_columns(frame, columns, name)
+        check_columns(frame, columns, name)
     frames = {}
     for name, frame in (("real", train_real), ("synth", synth), ("test", test_real)):
-        y = frame[label].map(_category)
+        y = frame[label].map(category)
         frames[name] = (frame[y.notna()], y[y.notna()].to_numpy(dtype=object))
     test, y_test = frames["test"]
     if not len(y_test) or not len(frames["real"][1]):
