@@ -1,0 +1,88 @@
+"""DP-SGD for the neural table families, switched on in this one place (Opacus 1.6).
+
+The private and the non-private fit run the same loop over the same Poisson-sampled batches
+(Abadi et al. 2016; Opacus' ``DPDataLoader``): private, Opacus clips each record's gradient to
+``max_grad_norm`` and adds N(0, σ²C²) noise per step, σ the least that keeps the run within
+the budget composed with what was spent before; non-private, the batches are summed as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from models import accounting
+from models.base import Budget
+
+
+@dataclass
+class Private:
+    """What ``privatize`` hands back: the (wrapped) module and optimizer to train, the Poisson
+    loader of row indices, and the mechanism's settings."""
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    private: bool
+    sigma: float = 0.0
+    q: float = 0.0
+    steps: int = 0
+    prior: list[dict] = field(default_factory=list)
+
+    def events(self, steps: int | None = None) -> list[dict]:
+        """This fit's privacy events after ``steps`` (all planned steps by default)."""
+        if not self.private:
+            return []
+        return [accounting.gaussian(self.sigma, self.q, self.steps if steps is None else steps)]
+
+    def epsilon(self, budget: Budget, steps: int | None = None) -> float:
+        """ε of ``prior`` + this fit's events so far, by the budget's accountant."""
+        if not self.private:
+            return math.inf
+        return accounting.epsilon(self.prior + self.events(steps), budget.delta,
+                                  budget.accountant)
+
+    def params(self, epochs: int, batch_size: int, budget: Budget) -> dict:
+        return {"sigma": self.sigma, "q": self.q, "steps": self.steps, "epochs": epochs,
+                "max_grad_norm": budget.max_grad_norm if self.private else None,
+                "batch_size": batch_size}
+
+
+def privatize(module: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int,
+              batch_size: int, epochs: int, budget: Budget, generator: torch.Generator,
+              prior: list[dict] | None = None) -> Private:
+    """Wrap ``module``/``optimizer`` for DP-SGD over ``n`` records (or not, when
+    ``budget.enabled`` is false). The loader yields batches of row indices [B] by Poisson
+    sampling at rate q = batch_size / n for ceil(n / batch_size) steps an epoch; σ comes from
+    ``accounting.noise_for`` so that ``budget.prior`` + ``prior`` + this run stay within
+    ``budget.epsilon`` at ``budget.delta``. ``generator`` drives sampling and noise.
+    ValueError if the prior spending already reaches the target."""
+    from opacus import PrivacyEngine
+    from opacus.data_loader import DPDataLoader
+
+    batch_size = min(batch_size, n)
+    plain = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size)
+    steps = len(plain) * epochs
+    q = 1 / len(plain)
+    spent = list(budget.prior) + list(prior or [])
+    if not budget.enabled:
+        loader = DPDataLoader.from_data_loader(plain, generator=generator)
+        return Private(module, optimizer, loader, False, q=q, steps=steps)
+    sigma = accounting.noise_for(budget.epsilon, budget.delta, spent, q, steps,
+                                 budget.accountant)
+    engine = PrivacyEngine(accountant=budget.accountant, secure_mode=budget.secure_mode)
+    module, optimizer, loader = engine.make_private(
+        module=module, optimizer=optimizer, data_loader=plain, noise_multiplier=sigma,
+        max_grad_norm=budget.max_grad_norm, poisson_sampling=True,
+        noise_generator=None if budget.secure_mode else generator)
+    return Private(module, optimizer, loader, True, sigma, q, steps, spent)
+
+
+def no_records(optimizer: torch.optim.Optimizer) -> None:
+    """An empty Poisson batch still takes a step in the accountant's model (noise only): give
+    Opacus' optimizer the per-sample gradients of no records."""
+    for p in optimizer.params:
+        p.grad_sample = p.new_zeros((0, *p.shape))
