@@ -171,7 +171,9 @@ def run(
     m, t, e = result["model"], result["train"], result["eval"]
     out.print(
         f"[green]done[/] in {time.monotonic() - started:.0f} s: {_rows_line(result)}; "
-        f"ε={t['epsilon']:.2f} δ={t['delta']:.1e}; held-out perplexity {e['perplexity']:.2f}\n"
+        f"{t.get('family', 'causal_lm')} model, ε={t['epsilon']:.2f} δ={t['delta']:.1e}"
+        + (f"; held-out perplexity {e['perplexity']:.2f}" if e.get("perplexity") is not None
+           else "") + "\n"
         f"model [bold]{m['name']}[/] version {m['version']}: "
         + ("[green]champion[/]" if m["promoted"] else
            "challenger only (" + "; ".join(v for v in m["verdicts"].values() if v != "pass") + ")")

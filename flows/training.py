@@ -1,6 +1,7 @@
 """The training flow: ingest → validate → anonymize → preflight → domains → train → evaluate →
 register. The domains stage releases, under DP, the category lists and bounds the contract only
-observed in the data: the model is trained, evaluated and sampled under that released contract.
+observed in the data: the model (of the family ``train.family`` names, or ``auto`` picks from the
+released columns) is trained, evaluated and sampled under that released contract.
 
 Each finished stage's result is journaled in the run's folder, so ``privgen run --resume RUN_ID``
 continues a killed run in the same MLflow run: finished stages are skipped (their metrics are not
@@ -120,8 +121,10 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
         control = None
         if audit.enabled and audit.control and cfg.train.privacy.enabled:
             # The same training without DP: the audit must be able to flag it.
-            plain = cfg.train.model_copy(update={"privacy": cfg.train.privacy.model_copy(
-                update={"enabled": False})})
+            # The same family, chosen once: the control differs from the model only in DP.
+            plain = cfg.train.model_copy(update={"family": trained.get("family", "causal_lm"),
+                                                 "privacy": cfg.train.privacy.model_copy(
+                                                     update={"enabled": False})})
             control_trained = j.stage("control-train",
                                       train_task.with_options(name="control-train"),
                                       anonymized["anonymized_path"], released, plain,

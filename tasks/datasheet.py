@@ -22,30 +22,42 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
           lineage: dict, privacy: dict, model: dict, control: dict | None,
           power: dict | None = None) -> dict[str, Any]:
     """``lineage``: source, digests and the validate/anonymize stage results; ``privacy``: the
-    training privacy config; ``model``: the model config; ``control``: the non-private
-    control's evaluation, when one was trained, and ``power`` its paired comparison with this
-    model's audit (``tasks.audit_power``)."""
+    training privacy config; ``model``: the model folder's ``family.json`` (family, config,
+    spec, fit); ``control``: the non-private control's evaluation, when one was trained, and
+    ``power`` its paired comparison with this model's audit (``tasks.audit_power``)."""
     anon = _anonymization(lineage.get("anonymized_path"))
     validation = lineage.get("validation", {})
     audit = evaluation.get("audit", {})
     passed = all(v == "pass" for v in verdicts.values())
+    family = train.get("family", model.get("family", "causal_lm"))
+    params = train.get("params") or (model.get("fit") or {}).get("params") or {}
+    dpsgd = any(e.get("kind") == "gaussian" and e.get("q", 1) < 1
+                for e in train.get("events") or []) or "events" not in train
     return {
-        "model": {"name": name, "version": version, "config": model,
+        "model": {"name": name, "version": version, "family": family,
+                  "family_reason": train.get("family_reason"),
+                  "config": model.get("config", model),
+                  # Text families: what the vocabulary is and whether the data shaped it.
+                  "vocabulary": params.get("vocabulary"),
                   "tokenizer_fit_on_private_data": False},
         "privacy": {
             "epsilon": train["epsilon"], "delta": train["delta"],
             "accountant": train["accountant"], "private": train["private"],
-            "epsilon_cross_check_pld": train.get("epsilon_pld"),
+            "mechanism": train.get("mechanism", "dp-sgd"),
+            "mechanism_params": {k: v for k, v in params.items() if k != "vocabulary"},
+            "events": train.get("events"),
+            "epsilon_cross_check": train.get("epsilon_pld"),
             "composition": _composition(train),
-            "sampling": f"Poisson, rate {train['sample_rate']:.5g} per step",
-            "steps": train["steps"], "epochs": train["epochs"],
-            "clipping": f"per-record L2 norm {privacy.get('max_grad_norm')}",
-            "noise_multiplier": train["noise_multiplier"],
-            "grad_sample_mode": privacy.get("grad_sample_mode"),
+            **({"sampling": f"Poisson, rate {train['sample_rate']:.5g} per step",
+                "steps": train["steps"], "epochs": train["epochs"],
+                "clipping": f"per-record L2 norm {privacy.get('max_grad_norm')}",
+                "noise_multiplier": train["noise_multiplier"],
+                "grad_sample_mode": privacy.get("grad_sample_mode")} if dpsgd else {}),
             "secure_mode": privacy.get("secure_mode"),
             "unit_of_privacy": "record: one training row. A person with k rows is protected as "
                                "a group, at about k·ε.",
         },
+        "columns": _columns(model.get("spec"), lineage.get("domains")),
         "lineage": {"source": lineage.get("source"),
                     "source_sha256": lineage.get("source_digest"),
                     "config_hash": lineage.get("config_digest"),
@@ -68,11 +80,38 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
 
 def _composition(train: dict) -> str:
     spend = train.get("domain_spend") or {}
+    mechanism = train.get("mechanism", "DP-SGD")
+    events = train.get("events")
+    own = "" if not events else " (events: " + "; ".join(_event(e) for e in events) + ")"
+    if not train.get("private"):
+        return "not private: trained without noise or clipping (ε ∞)"
+    check = train.get("epsilon_pld")
+    checked = "" if check is None else f"; the check accountant (dp-accounting) gives ε {check:.4g}"
     if not spend.get("releases"):
-        return "DP-SGD only"
-    return (f"DP-SGD (ε {train['epsilon_sgd']:.4g} alone) composed with {spend['releases']} "
-            f"Gaussian domain releases (σ {spend['noise_multiplier']:.4g}) by one accountant "
-            f"({train['accountant']}); δ includes {spend['delta']:.3g} for category thresholds")
+        return f"{mechanism} only{own}, by the {train['accountant']} accountant{checked}"
+    return (f"{mechanism}{own} (ε {train['epsilon_sgd']:.4g} alone) composed with "
+            f"{spend['releases']} Gaussian domain releases (σ {spend['noise_multiplier']:.4g}) by "
+            f"one accountant ({train['accountant']}); δ includes {spend['delta']:.3g} for "
+            f"category thresholds{checked}")
+
+
+def _event(e: dict) -> str:
+    if e.get("kind") == "zcdp":
+        return f"ρ-zCDP ρ {e['rho']:.4g}"
+    return f"Gaussian σ {e['sigma']:.4g}, q {e['q']:.4g}, {e['steps']} steps"
+
+
+def _columns(spec: dict | None, domains: dict | None) -> dict[str, str]:
+    """Per generated column, where the values it may take came from: declared public by the
+    data owner, estimated under DP (paid for in ε), or free text (the text family's own)."""
+    domains = domains or {}
+    out = {}
+    for f in (spec or {}).get("fields", []):
+        name = f["name"]
+        out[name] = ("free text" if f["kind"] == "text" else
+                     "estimated under DP (paid for)" if name in domains.get("estimated", {})
+                     else "declared public")
+    return out
 
 
 def _domains(report: dict | None) -> dict[str, Any]:
@@ -104,6 +143,10 @@ def markdown(sheet: dict[str, Any]) -> str:
     lines = [f"# Privacy datasheet: {m['name']} version {m['version']}", "",
              f"**Policy verdict: {sheet['policy']['verdict']}**", "", "## Privacy guarantee", ""]
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in p.items()]
+    lines[4:4] = [f"- family: {m.get('family')} ({_fmt(m.get('family_reason'))})",
+                  f"- vocabulary: {_fmt(m.get('vocabulary'))}", ""]
+    lines += ["", "## Columns", ""]
+    lines += [f"- {c}: {where}" for c, where in (sheet.get("columns") or {}).items()]
     lines += ["", "## Data lineage", ""]
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["lineage"].items()]
     lines += [f"- validation: {_fmt(sheet['validation'])}", "", "## Released domains", ""]

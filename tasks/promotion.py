@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -29,9 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import tracking
 from tasks.errors import RegistryError
-
-if TYPE_CHECKING:
-    from tasks.register import RegisterConfig
+from tasks.gates import RegisterConfig, gates
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +61,16 @@ def _number(tags: dict[str, str], key: str) -> float:
 def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
     """The registration gates re-checked from a version's own tags against today's policy, and
     any other gate recorded at registration (an audit, say) as it was recorded."""
-    # Imported here, not at the top: tasks.register loads torch through the model wrapper, and
-    # rollback and history, which never gate, must answer quickly during an incident.
-    from tasks.register import gates
-
     train = {"private": tags.get("privacy.private") == "True",
              "epsilon": _number(tags, "privacy.epsilon")}
-    verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity"),
-                             "usable_rate": _number(tags, "eval.usable_rate")}, cfg)
+    # A family without a likelihood (train.family: aim, mst, ...) has no perplexity to gate;
+    # a version registered before families always has one.
+    likelihood = "eval.perplexity" in tags or "train.family" not in tags
+    verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity") if likelihood
+                             else None, "usable_rate": _number(tags, "eval.usable_rate")}, cfg)
     for gate, key in (("private", "privacy.private"), ("epsilon", "privacy.epsilon"),
                       ("perplexity", "eval.perplexity"), ("usable_rate", "eval.usable_rate")):
-        if key not in tags:
+        if key not in tags and (gate != "perplexity" or likelihood):
             verdicts[gate] = f"fail: the version has no {key} tag"
     recorded = {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}
     if cfg.require_audit and tags.get("audit.verdict") != "pass" and not any(

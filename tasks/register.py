@@ -7,51 +7,36 @@ pass (ε within budget, a private model, perplexity under the threshold).
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from tasks.promotion import PromotionConfig
-
-import mlflow
 
 import models
-from models.pyfunc import ARTIFACT, SyntheticRecordsModel
-from models.tokenizer import META_FILE
+import tasks
+from models.base import FAMILY_FILE
+from models.pyfunc import ARTIFACT, GeneratorModel
 from tasks import datasheet, tracking
+from tasks.draw import SAMPLING, SHARD_SIZE
 from tasks.errors import RegistryError
+from tasks.gates import (
+    RegisterConfig,
+    audit_gates,
+    audit_summary,
+    gates,
+)
+from tasks.promotion import PromotionConfig, promote
 
-
-class RegisterConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model_name: str = Field(default="privgen-demo", min_length=1, pattern=r"^[\w.-]+$")
-    # Gates for champion. The budget is what the data owner agreed to spend, not the target:
-    # a run that overshot its target must not be promoted.
-    max_epsilon: float = Field(default=8.0, gt=0.0)
-    # Byte-level perplexity; the demo model reaches about 5–7, an untrained one 259.
-    max_perplexity: float = Field(default=20.0, gt=1.0)
-    # A version becomes champion only with a passed privacy audit (canaries, membership
-    # inference against the DP bound, replay) on record; false only for models audited elsewhere.
-    require_audit: bool = True
-    # Share of drawn records that parse and pass generation's checks in the model's own
-    # evaluation: below it, most of what the model writes is thrown away (issue 12: a model
-    # that made 9 usable records of 200 was promoted).
-    min_usable_rate: float = Field(default=0.9, ge=0.0, le=1.0)
-
-
-SAMPLING_PARAMS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# The pyfunc's params and their defaults: the generation stage's (tasks.draw), so predict
+# without params draws what `privgen generate` draws.
+SAMPLING_PARAMS = {**SAMPLING, "shard_size": SHARD_SIZE}
 
 
 def code_version() -> str:
@@ -64,46 +49,6 @@ def code_version() -> str:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return metadata.version("privgen")
-
-
-def gates(train: dict, evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
-    """Each gate's verdict: "pass" or why it failed."""
-    eps, ppl = train["epsilon"], evaluation["perplexity"]
-    return {
-        "private": "pass" if train["private"] else "fail: trained without differential privacy",
-        "epsilon": ("pass" if math.isfinite(eps) and eps <= cfg.max_epsilon
-                    else f"fail: ε {eps:.3f} above budget {cfg.max_epsilon}"),
-        "perplexity": ("pass" if ppl <= cfg.max_perplexity
-                       else f"fail: perplexity {ppl:.2f} above {cfg.max_perplexity}"),
-        "usable_rate": _usable(evaluation.get("usable_rate"), cfg),
-    }
-
-
-def _usable(rate: float | None, cfg: RegisterConfig) -> str:
-    if rate is None or not math.isfinite(rate):
-        return "fail: the evaluation drew no usable-sample rate"
-    if rate < cfg.min_usable_rate:
-        return (f"fail: {rate:.1%} of drawn records usable, below "
-                f"register.min_usable_rate={cfg.min_usable_rate:g}")
-    return "pass"
-
-
-def audit_gates(evaluation: dict, cfg: RegisterConfig) -> dict[str, str]:
-    """The privacy audit's verdict per gate, as ``audit_<gate>``; a required audit that did not
-    run fails as ``audit``."""
-    verdict = evaluation.get("audit", {}).get("verdict")
-    if not verdict:
-        return {"audit": "fail: no privacy audit ran (set audit.enabled=true)"} \
-            if cfg.require_audit else {}
-    return {f"audit_{gate}": v for gate, v in verdict.items()}
-
-
-def audit_summary(verdicts: dict[str, str]) -> str:
-    """"pass", "fail" or "none": what the registry's ``audit.verdict`` tag says."""
-    audit = [v for g, v in verdicts.items() if g.startswith("audit")]
-    if not audit:
-        return "none"
-    return "pass" if all(v == "pass" for v in audit) else "fail"
 
 
 def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_digest: str,
@@ -121,7 +66,11 @@ def version_tags(train: dict, evaluation: dict, dataset_digest: str, config_dige
         "privacy.noise_multiplier": f"{train['noise_multiplier']:.6g}",
         "privacy.sample_rate": f"{train['sample_rate']:.6g}",
         "privacy.steps": str(train["steps"]), "privacy.unit": "record",
-        "eval.perplexity": f"{evaluation['perplexity']:.6g}",
+        "train.family": train.get("family", "causal_lm"),
+        "train.family_reason": train.get("family_reason", "")[:5000],
+        "train.mechanism": train.get("mechanism", "dp-sgd" if train["private"] else "sgd"),
+        **({"eval.perplexity": f"{evaluation['perplexity']:.6g}"}
+           if evaluation.get("perplexity") is not None else {}),
         **({"eval.usable_rate": f"{evaluation['usable_rate']:.6g}"}
            if evaluation.get("usable_rate") is not None else {}),
         "dataset.digest": dataset_digest, "config.hash": config_digest,
@@ -144,13 +93,15 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
     Registered through the client rather than ``registered_model_name`` because the fluent
     path prints to stderr, over the CLI's progress display."""
     example = pd.DataFrame({"n": [2], "seed": [0]})
-    wrapper, context = SyntheticRecordsModel.from_dir(model_dir)
+    wrapper, context = GeneratorModel.from_dir(model_dir)
     signature = infer_signature(example, wrapper.predict(context, example), SAMPLING_PARAMS)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=SyntheticRecordsModel(),
+            name="model", python_model=GeneratorModel(),
             artifacts={ARTIFACT: model_dir}, signature=signature, input_example=example,
-            code_paths=[str(Path(models.__file__).parent)],
+            # The served model draws through tasks.draw (PII gate, release rules) as the
+            # generation stage does, so it ships tasks/ beside models/.
+            code_paths=[str(Path(models.__file__).parent), str(Path(tasks.__file__).parent)],
             pip_requirements=[f"{p}=={metadata.version(p)}" for p in
                               ("mlflow", "torch", "transformers", "pandas", "pydantic")],
         )
@@ -190,8 +141,6 @@ def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest:
     elif tags["policy.verdict"] == "pass":
         # Through the ops path, so the history, the lock and the mirrored stages apply and a
         # challenger worse than the current champion stays a challenger.
-        from tasks.promotion import promote
-
         try:
             promote(cfg.model_name, version, cfg, policy, who="training-flow",
                     reason="gates passed at registration")
@@ -206,7 +155,7 @@ def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest:
     sheet = datasheet.build(
         name=cfg.model_name, version=version, train=train, evaluation=evaluation,
         verdicts=verdicts, privacy=privacy or {}, control=control, power=power,
-        model=json.loads((Path(model_dir) / META_FILE).read_text())["model_config"],
+        model=json.loads((Path(model_dir) / FAMILY_FILE).read_text()),
         lineage={**(lineage or {}), "source_digest": dataset_digest,
                  "config_digest": config_digest, "code_version": tags["code.version"]})
     tracking.log_dict(run_id, sheet, "datasheet/datasheet.json")

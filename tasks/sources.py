@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,9 +28,7 @@ from tasks.errors import InputError
 from tasks.sniff import (
     GZIP_MAGIC,
 )
-
-if TYPE_CHECKING:
-    from tasks.ingest import IngestConfig
+from tasks.sources_config import IngestConfig
 
 SOURCE_ROW = "_source_row"  # 1-based record number in the source, kept for quarantine reports
 SOURCE_LINE = "_source_line"  # 1-based physical line the record starts on; null without lines

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,9 +40,7 @@ from tasks.sources import (
     not_text,
     open_bytes,
 )
-
-if TYPE_CHECKING:
-    from tasks.ingest import IngestConfig
+from tasks.sources_config import IngestConfig
 
 
 def _text_sample(path: Path, cfg: IngestConfig) -> tuple[str, str]:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from tasks.errors import InputError
 from tasks.sources import Opened, _first_line, _Rows, clean_names, suggest
-
-if TYPE_CHECKING:
-    from tasks.ingest import IngestConfig, SqlSource
+from tasks.sources_config import IngestConfig, SqlSource
 
 _SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:''|[^'])*'|\"(?:\"\"|[^\"])*\"", re.DOTALL)
 

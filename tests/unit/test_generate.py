@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models import causal_lm
+from models.causal_lm_family import CausalLM, spec_of
 from models.records import RecordCodec
 from models.replay import ReplayIndex
 from models.tokenizer import ByteTokenizer
@@ -34,15 +35,21 @@ MODEL = {"name": "m", "version": "1", "alias": "champion", "run_id": "r", "epsil
 
 
 def _stub(texts=(), model=None):
-    """A loaded model whose sampler returns ``texts`` in turn (or samples ``model``)."""
-    index = ReplayIndex.build(["the parcel never arrived and nobody answered my three calls"],
-                              n=8)
-    stub = SimpleNamespace(model=model, tokenizer=ByteTokenizer(), codec=CODEC,
-                           meta={"model_config": {"block_size": 64}}, replay=index)
-    stub.copies_training_text = lambda row: index.copies(row.get("message"))
+    """A loaded causal LM whose sampler returns ``texts`` in turn (or samples ``model``)."""
+    gen = CausalLM(causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=64))
+    gen.model, gen.tokenizer, gen.codec = model, ByteTokenizer(), CODEC
+    gen.replay = ReplayIndex.build(
+        ["the parcel never arrived and nobody answered my three calls"], n=8)
+    gen.meta = {"model_config": {"block_size": 64}, "replay": {"columns": ["message"]}}
+    gen.spec = spec_of(CODEC, None, gen.meta)
     pool = list(texts)
-    stub.sample = lambda n: [pool[i % len(pool)] for i in range(n)]
-    return stub
+    gen.script = lambda n: [pool[i % len(pool)] for i in range(n)]
+    return gen
+
+
+def _loaded(gen):
+    """The pyfunc wrapper ``generate._load`` returns: the generator and its release rules."""
+    return SimpleNamespace(generator=gen, specs=SPECS)
 
 
 def test_shard_plan_is_deterministic_and_covers_the_request():
@@ -77,9 +84,8 @@ def scripted(monkeypatch):
              "Nimbus | 3 | mail me at a.b@example.com",          # PII
              "Nimbus | 2 | the parcel never arrived and nobody answered my three calls"]  # replay
     stub = _stub(lines)
-    monkeypatch.setattr(generate.causal_lm, "generate",
-                        lambda model, tok, n, **kw: stub.sample(n))
-    monkeypatch.setattr(generate, "_load", lambda name, version: stub)
+    monkeypatch.setattr(causal_lm, "generate", lambda model, tok, n, **kw: stub.script(n))
+    monkeypatch.setattr(generate, "_load", lambda name, version: _loaded(stub))
     return stub
 
 
@@ -119,8 +125,8 @@ def test_a_shard_made_under_another_sampling_config_is_not_reused(scripted, tmp_
 
 def test_too_few_usable_records_fail_naming_the_reasons(monkeypatch, tmp_path):
     stub = _stub(["Nimbus | 0 | zero stars"])
-    monkeypatch.setattr(generate.causal_lm, "generate", lambda model, tok, n, **kw: stub.sample(n))
-    monkeypatch.setattr(generate, "_load", lambda name, version: stub)
+    monkeypatch.setattr(causal_lm, "generate", lambda model, tok, n, **kw: stub.script(n))
+    monkeypatch.setattr(generate, "_load", lambda name, version: _loaded(stub))
     with pytest.raises(GenerationError, match=r"only 0 usable records .*contract:rating"):
         generate_shard(MODEL, Shard(0, 2, 1), GenerateConfig(n=2), tmp_path)
 
@@ -177,6 +183,7 @@ def test_a_condition_is_honoured_in_every_record(monkeypatch):
                            ByteTokenizer())
     stub = _stub(model=tiny)
     stub.meta["model_config"]["block_size"] = 48
+    stub.release = {"forms": {}}
     cfg = GenerateConfig(n=8, batch_size=4, condition={"product": "Nimbus Phone"})
     drawn = draw(stub, 8, seed=3, cfg=cfg, specs=[])
     assert len(drawn.records) == 8
@@ -194,14 +201,14 @@ def test_a_condition_is_honoured_in_every_record(monkeypatch):
 ])
 def test_a_condition_the_model_cannot_honour_is_refused(condition, message):
     with pytest.raises(GenerationError, match=message):
-        check_condition(condition, CODEC, SPECS)
+        check_condition(condition, _stub(), SPECS)
 
 
 def test_a_disallowed_category_is_refused_naming_the_allowed_ones():
     specs = [ColumnSpec(name="product", allowed=("Nimbus", "Pulse"))]
     with pytest.raises(GenerationError, match="allowed: Nimbus, Pulse"):
-        check_condition({"product": "Orbit"}, CODEC, specs)
-    check_condition({"product": "Pulse"}, CODEC, specs)
+        check_condition({"product": "Orbit"}, _stub(), specs)
+    check_condition({"product": "Pulse"}, _stub(), specs)
 
 
 def test_replay_index_flags_long_copies_only(tmp_path):
