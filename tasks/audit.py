@@ -1,5 +1,6 @@
-"""Privacy audit: canary exposure (Carlini et al. 2019), loss-threshold membership inference held
-against the bound (ε, δ)-DP puts on it, and replay of training text in synthetic records.
+"""Privacy audit: its settings, canary exposure (Carlini et al. 2019) and the verdict of every
+gate. The attacks live beside it: membership inference and its DP bound in ``tasks.audit_mia``,
+black-box attacks on samples in ``tasks.audit_blackbox``, replay in ``tasks.audit_replay``.
 
 Pure functions over scores, losses and texts; the model enters only as a scoring callable.
 """
@@ -7,21 +8,13 @@ Pure functions over scores, losses and texts; the model enters only as a scoring
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import stats
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.neighbors import NearestNeighbors
-
-# The generation filter's word n-grams, so that audit and filter mean the same by a copy; a plain
-# set, as nothing here is stored (ReplayIndex.copies re-sorts its digests on every call).
-from models.replay import _ngrams as word_ngrams
 
 SECRET = "{secret}"
 DEFAULT_TEMPLATE = "Please quote my reference number {secret} in your reply."
@@ -58,7 +51,8 @@ class AuditConfig(BaseModel):
     # Gate: the canaries together may not be more likely than chance at this significance
     # (see canary_exposures); 1 % keeps false alarms on a model that learnt nothing rare.
     canary_alpha: float = Field(default=0.01, gt=0.0, lt=0.5)
-    # Training members and held-out non-members whose loss the membership test compares.
+    # Training members and held-out non-members the membership tests compare at most (the
+    # black-box attacks use half the held-out records, the other half their reference).
     mia_records: int = Field(default=1000, ge=10)
     # False-positive rates at which the attack's TPR is reported and held against the DP bound
     # (low FPRs are where an attack on a few records shows: Carlini et al. 2022, "LiRA").
@@ -220,175 +214,19 @@ def canary_exposures(score_fn: Callable[[list[str]], np.ndarray], canaries: Cana
             "space_bits": math.log2(canaries.space_size), "n_candidates": n_candidates}
 
 
-# --- Membership inference.
-
-def _tpr_key(fpr: float) -> str:
-    return f"tpr_at_fpr_{fpr:g}"
-
-
-def loss_threshold_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray,
-                       fprs: Sequence[float] = (0.001, 0.01)) -> dict[str, float]:
-    """The loss-threshold attack (Yeom et al. 2018): guess "member" when a record's loss is low.
-
-    Keys: ``auc`` (0.5 = no better than a coin), ``tpr_at_fpr_<x>`` (the highest TPR of any
-    threshold whose FPR is at most x), ``n_members``, ``n_nonmembers``. NaN losses are
-    dropped."""
-    members = np.asarray(member_losses, dtype=float)
-    nonmembers = np.asarray(nonmember_losses, dtype=float)
-    members, nonmembers = members[~np.isnan(members)], nonmembers[~np.isnan(nonmembers)]
-    if not members.size or not nonmembers.size:
-        raise ValueError("membership inference needs member and non-member losses")
-    y = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
-    score = -np.r_[members, nonmembers]
-    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
-    out = {"auc": float(roc_auc_score(y, score)), "n_members": float(members.size),
-           "n_nonmembers": float(nonmembers.size)}
-    for x in fprs:
-        out[_tpr_key(x)] = float(tpr[fpr <= x + 1e-12].max())
-    return out
-
-
-def _tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.ndarray:
-    """Largest TPR any membership test can reach at ``fpr`` against an (ε, δ)-DP mechanism:
-    the hypothesis-testing region of Kairouz, Oh & Viswanath 2015 (Thm 2.1),
-    TPR ≤ min(1, e^ε·FPR + δ, 1 − e^−ε·(1 − δ − FPR))."""
-    fpr = np.asarray(fpr, dtype=float)
-    with np.errstate(over="ignore", invalid="ignore"):
-        linear = np.where(fpr > 0, math.exp(min(epsilon, 700.0)) * fpr, 0.0) + delta
-    complement = 1.0 - math.exp(-epsilon) * (1.0 - delta - fpr)
-    return np.clip(np.minimum(np.minimum(linear, complement), 1.0), 0.0, 1.0)
-
-
-def dp_mia_bound(epsilon: float, delta: float,
-                 fprs: Sequence[float] = (0.001, 0.01)) -> dict[str, float]:
-    """The (ε, δ)-DP ceiling on ``tpr_at_fpr_<x>`` and on ``auc`` (area under the ceiling)."""
-    e = math.exp(min(epsilon, 700.0))
-    # The ceiling is a minimum of lines: exact under the trapezoid rule once its kinks are grid
-    # points (the linear bound meets 1, the complement bound meets 1, the two meet).
-    kinks = [(1 - delta) / e, 1 - delta, (1 - delta) / (1 + e)]
-    grid = np.unique(np.clip(np.r_[np.linspace(0.0, 1.0, 1001), kinks], 0.0, 1.0))
-    out = {"auc": float(np.trapezoid(_tpr_bound(grid, epsilon, delta), grid))}
-    for x in fprs:
-        out[_tpr_key(x)] = float(_tpr_bound(x, epsilon, delta))
-    return out
-
-
-def _clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """One-sided (1 − alpha) exact binomial bounds (Clopper & Pearson 1934)."""
-    lower = stats.beta.ppf(alpha, k, n - k + 1) if k > 0 else 0.0
-    upper = stats.beta.ppf(1 - alpha, k + 1, n - k) if k < n else 1.0
-    return float(lower), float(upper)
-
-
-def mia_within_bound(result: dict[str, float], epsilon: float, delta: float,
-                     n_members: int | None = None, n_nonmembers: int | None = None, *,
-                     fprs: Sequence[float] = (0.001, 0.01),
-                     confidence: float = 0.95) -> dict[str, Any]:
-    """Whether a ``loss_threshold_mia`` result is consistent with (ε, δ)-DP.
-
-    An honest model can still land above the ceiling by sampling noise, so each statistic is
-    taken at its optimistic end before comparing: the TPR at its Clopper–Pearson lower bound
-    against the ceiling at the FPR's upper bound, the AUC less z·SE (Hanley & McNeil 1982).
-    The comparisons share ``confidence`` (Bonferroni). The members/non-members split must be
-    random (train.split_holdout is) for the DP ceiling to apply. Keys ``within_bound`` (bool),
-    ``violations`` (list of str), ``auc_lower``, ``auc_bound``, ``tpr_lower_at_fpr_<x>``,
-    ``tpr_bound_at_fpr_<x>``."""
-    n_m = int(n_members if n_members is not None else result["n_members"])
-    n_n = int(n_nonmembers if n_nonmembers is not None else result["n_nonmembers"])
-    alpha = (1.0 - confidence) / (len(fprs) + 1)
-    bound = dp_mia_bound(epsilon, delta, fprs)
-    privacy = f"(ε={epsilon:g}, δ={delta:g})"
-    out: dict[str, Any] = {"violations": []}
-    for x in fprs:
-        tpr = result[_tpr_key(x)]
-        tpr_low = _clopper_pearson(round(tpr * n_m), n_m, alpha)[0]
-        fpr_high = _clopper_pearson(math.floor(x * n_n + 1e-9), n_n, alpha)[1]
-        ceiling = float(_tpr_bound(fpr_high, epsilon, delta))
-        out[f"tpr_lower_at_fpr_{x:g}"], out[f"tpr_bound_at_fpr_{x:g}"] = tpr_low, ceiling
-        if tpr_low > ceiling:
-            out["violations"].append(
-                f"TPR {tpr:.4f} at FPR {x:g} (lower bound {tpr_low:.4f}) exceeds the {privacy} "
-                f"ceiling {ceiling:.4f}")
-    auc = result["auc"]
-    # Hanley & McNeil (1982), eq. 2: SE of an AUC from its value and the two sample sizes.
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = math.sqrt(max(auc * (1 - auc) + (n_m - 1) * (q1 - auc**2)
-                       + (n_n - 1) * (q2 - auc**2), 0.0) / (n_m * n_n))
-    out["auc_lower"] = float(auc - stats.norm.ppf(1 - alpha) * se)
-    out["auc_bound"] = bound["auc"]
-    if out["auc_lower"] > out["auc_bound"]:
-        out["violations"].append(f"AUC {auc:.4f} (lower bound {out['auc_lower']:.4f}) exceeds "
-                                 f"the {privacy} ceiling {out['auc_bound']:.4f}")
-    out["within_bound"] = not out["violations"]
-    return out
-
-
-# --- Replay of training text.
-
-def _normalized(text: str) -> str:
-    # Case and spacing changes do not hide a copy.
-    return " ".join(text.casefold().split())
-
-
-def _texts(texts: Iterable[object]) -> list[str]:
-    return [t for t in texts if isinstance(t, str) and t.strip()]
-
-
-def replay_stats(synthetic_texts: Sequence[object], train_texts: Sequence[object],
-                 holdout_texts: Sequence[object], n: int = 8) -> dict[str, float]:
-    """How much synthetic text copies training text, next to the same for held-out text.
-
-    Held-out records are the baseline: real text that the model never saw shares as much with
-    the training text as honest synthetic text should. Keys: ``exact_copies`` and
-    ``exact_copy_rate`` (synthetic texts equal to a training text after case and spacing are
-    normalized), ``unique_copies`` (those whose training text occurs once in training and never
-    in the holdout: a copy of one person's record), ``holdout_exact_rate``;
-    ``ngram_copy_rate`` and ``holdout_ngram_rate`` (texts sharing any ``n``-word sequence with
-    the training text, word n-grams as models/replay.py's generation filter uses);
-    ``dcr_median`` and ``holdout_dcr_median`` (distance to closest record: cosine distance of
-    TF-IDF char 3–5-grams to the nearest training text, 0 = identical, 1 = nothing shared),
-    ``holdout_dcr_p5``, ``closer_than_holdout_p5`` (share of synthetic texts strictly closer
-    than the holdout's 5th percentile; ≈ 0.05 or less when nothing is copied);
-    ``n_synthetic`` and ``n_invalid`` (None, non-text or blank, left out of every rate)."""
-    synth, train, holdout = (_texts(synthetic_texts), _texts(train_texts),
-                             _texts(holdout_texts))
-    if not train or not holdout:
-        raise ValueError("replay needs training and held-out texts")
-    out = {"n_synthetic": float(len(synth)), "n_invalid": float(len(synthetic_texts) - len(synth))}
-    counts = Counter(_normalized(t) for t in train)
-    held = {_normalized(t) for t in holdout}
-    norm = [_normalized(t) for t in synth]
-    grams = {g for t in train for g in word_ngrams(t, n)}
-
-    def rate(flags: list[bool]) -> float:
-        return float(np.mean(flags)) if flags else math.nan
-
-    out["exact_copies"] = float(sum(t in counts for t in norm))
-    out["exact_copy_rate"] = out["exact_copies"] / len(synth) if synth else math.nan
-    out["unique_copies"] = float(sum(counts.get(t) == 1 and t not in held for t in norm))
-    out["holdout_exact_rate"] = rate([_normalized(t) in counts for t in holdout])
-    out["ngram_copy_rate"] = rate([not grams.isdisjoint(word_ngrams(t, n)) for t in synth])
-    out["holdout_ngram_rate"] = rate([not grams.isdisjoint(word_ngrams(t, n)) for t in holdout])
-
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
-    neighbours = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute")
-    neighbours.fit(vectorizer.fit_transform(train))
-    held_dcr = neighbours.kneighbors(vectorizer.transform(holdout))[0][:, 0]
-    synth_dcr = (neighbours.kneighbors(vectorizer.transform(synth))[0][:, 0] if synth
-                 else np.array([]))
-    out["holdout_dcr_median"] = float(np.median(held_dcr))
-    out["holdout_dcr_p5"] = float(np.percentile(held_dcr, 5))
-    out["dcr_median"] = float(np.median(synth_dcr)) if synth else math.nan
-    out["closer_than_holdout_p5"] = rate(list(synth_dcr < out["holdout_dcr_p5"]))
-    return out
-
-
 # --- Verdict.
+
+# Membership attacks held against the (ε, δ) bound: gate → what the verdict calls it. "mia":
+# the loss attack on −log_prob; "dcr" and "domias": the black-box ones (tasks/audit_blackbox).
+ATTACKS = {"mia": "membership inference", "dcr": "distance-to-closest-record attack",
+           "domias": "DOMIAS density-ratio attack"}
+
 
 def audit_verdict(results: dict[str, dict[str, Any]], thresholds: AuditConfig) -> dict[str, str]:
     """``"pass"`` or ``"fail: <reason>"`` per gate whose result is present: ``canary`` (from
-    ``canary_exposures``), ``mia`` (from ``mia_within_bound``), ``replay`` (from
-    ``replay_stats``). A missing result gives no entry, never a pass."""
+    ``canary_exposures``), each of ``ATTACKS`` (from ``mia_within_bound``, the same rule for
+    every membership attack), ``replay`` (from ``replay_stats``). A missing result gives no
+    entry, never a pass."""
     verdict: dict[str, str] = {}
     if (canary := results.get("canary")) is not None:
         limit = thresholds.exposure_max
@@ -404,12 +242,14 @@ def audit_verdict(results: dict[str, dict[str, Any]], thresholds: AuditConfig) -
                            f"{canary.get('exposure_mean', math.nan):.2f} bits (chance 1.44), "
                            f"p = {p_value:.2g} < {thresholds.canary_alpha:g}")
         verdict["canary"] = "fail: " + "; ".join(reasons) if reasons else "pass"
-    if (mia := results.get("mia")) is not None:
+    for gate, attack in ATTACKS.items():
+        if (mia := results.get(gate)) is None:
+            continue
         reasons = list(mia["violations"])
         if thresholds.mia_auc_max is not None and mia["auc_lower"] > thresholds.mia_auc_max:
-            reasons.append(f"membership inference AUC, at its lower bound "
-                           f"{mia['auc_lower']:.3f}, exceeds {thresholds.mia_auc_max:g}")
-        verdict["mia"] = "fail: " + "; ".join(reasons) if reasons else "pass"
+            reasons.append(f"{attack} AUC, at its lower bound {mia['auc_lower']:.3f}, exceeds "
+                           f"{thresholds.mia_auc_max:g}")
+        verdict[gate] = "fail: " + "; ".join(reasons) if reasons else "pass"
     if (replay := results.get("replay")) is not None:
         reasons = []
         if not replay["n_synthetic"]:

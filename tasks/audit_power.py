@@ -87,22 +87,40 @@ def canary_difference(candidate: dict, control: dict) -> dict[str, float]:
             "p_value": p}
 
 
+# Membership attacks whose per-record scores pair up: result key → words for the summary.
+# "mia" (−log_prob) where the family has a likelihood; the black-box ones on samples always.
+ATTACKS = {"mia": "membership inference", "dcr": "distance-to-closest-record attack",
+           "domias": "DOMIAS attack"}
+
+
 def audit_power(candidate: dict, control: dict, *, alpha: float = 0.05,
                 seed: int = 0) -> dict[str, Any]:
     """Compare the audits of a candidate and its non-private control (``evaluate`` results).
 
-    Keys: ``canary`` and ``mia`` (the paired comparisons, each with ``higher``: measurably
-    higher for the control at level ``alpha``), ``has_power`` (both higher), ``summary``."""
+    Keys: ``canary`` and each of ``ATTACKS`` present in either audit (``<attack>_scores``:
+    the paired comparisons, each with ``higher``: measurably higher for the control at level
+    ``alpha``; an attack only one side ran is not higher), ``has_power``, ``summary``. The
+    audit has power when the control's canaries (where planted) are measurably more exposed
+    and its membership inference measurably higher: the log-prob attack where the family
+    has one, else any black-box attack (the only membership tests a family without a
+    likelihood allows)."""
     a, b = candidate.get("audit", {}), control.get("audit", {})
     out: dict[str, Any] = {"alpha": alpha}
     if "canary" in a and "canary" in b:
         out["canary"] = canary_difference(a["canary"], b["canary"])
         out["canary"]["higher"] = out["canary"]["p_value"] < alpha
-    if "mia_scores" in a and "mia_scores" in b:
-        out["mia"] = mia_difference(a["mia_scores"], b["mia_scores"], confidence=1 - alpha,
-                                    seed=seed)
-        out["mia"]["higher"] = out["mia"]["difference_lower"] > 0.0
-    out["has_power"] = all(out.get(k, {}).get("higher", False) for k in ("canary", "mia"))
+    elif "canary" in a or "canary" in b:
+        out["canary"] = {"higher": False}
+    for attack in ATTACKS:
+        key = f"{attack}_scores"
+        if key in a and key in b:
+            out[attack] = mia_difference(a[key], b[key], confidence=1 - alpha, seed=seed)
+            out[attack]["higher"] = out[attack]["difference_lower"] > 0.0
+        elif key in a or key in b:
+            out[attack] = {"higher": False}
+    membership = ["mia"] if "mia" in out else [k for k in ATTACKS if k in out]
+    out["has_power"] = bool(membership) and any(out[k]["higher"] for k in membership) and (
+        out.get("canary", {}).get("higher", True))
     out["summary"] = _summary(out)
     return out
 
@@ -110,14 +128,18 @@ def audit_power(candidate: dict, control: dict, *, alpha: float = 0.05,
 def _summary(power: dict[str, Any]) -> str:
     parts = []
     if (c := power.get("canary")) is not None:
-        parts.append(f"canary exposure {'' if c['higher'] else 'NOT '}measurably higher "
-                     f"(median {c['median_control']:.2f} vs {c['median_candidate']:.2f} bits, "
-                     f"p = {c['p_value']:.2g})")
-    if (m := power.get("mia")) is not None:
-        parts.append(f"membership inference {'' if m['higher'] else 'NOT '}measurably higher "
-                     f"(AUC {m['auc_control']:.3f} vs {m['auc_candidate']:.3f}, difference "
-                     f"{m['difference']:+.3f}, {1 - power['alpha']:.0%} lower bound "
-                     f"{m['difference_lower']:+.3f})")
+        parts.append(f"canary exposure {'' if c['higher'] else 'NOT '}measurably higher"
+                     + (f" (median {c['median_control']:.2f} vs {c['median_candidate']:.2f} "
+                        f"bits, p = {c['p_value']:.2g})" if "p_value" in c
+                        else " (only one model was audited with canaries)"))
+    for attack, words in ATTACKS.items():
+        if (m := power.get(attack)) is None:
+            continue
+        parts.append(f"{words} {'' if m['higher'] else 'NOT '}measurably higher"
+                     + (f" (AUC {m['auc_control']:.3f} vs {m['auc_candidate']:.3f}, difference "
+                        f"{m['difference']:+.3f}, {1 - power['alpha']:.0%} lower bound "
+                        f"{m['difference_lower']:+.3f})" if "difference" in m
+                        else " (only one model was audited with it)"))
     verdict = "the audit has power" if power["has_power"] else "the audit's power is NOT shown"
     if not parts:
         return f"{verdict}: no paired results to compare"

@@ -7,17 +7,9 @@ import numpy as np
 import pydantic
 import pytest
 
-from tasks.audit import (
-    AuditConfig,
-    audit_verdict,
-    canary_exposures,
-    dp_mia_bound,
-    exposure,
-    loss_threshold_mia,
-    make_canaries,
-    mia_within_bound,
-    replay_stats,
-)
+from tasks.audit import AuditConfig, audit_verdict, canary_exposures, exposure, make_canaries
+from tasks.audit_mia import dp_mia_bound, loss_threshold_mia, mia_within_bound
+from tasks.audit_replay import replay_stats
 
 SPACE = 1e9
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks.audit import AuditConfig, audit_verdict, loss_threshold_mia, mia_within_bound
+from tasks.audit import AuditConfig, audit_verdict
+from tasks.audit_mia import loss_threshold_mia, mia_within_bound
 from tasks.audit_power import audit_power, canary_difference, mia_difference, pairing_digest
 
 
