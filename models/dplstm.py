@@ -1,0 +1,311 @@
+"""A word-level LSTM language model over whole records, trained with DP-SGD (Abadi et al. 2016)
+through Opacus' ``DPLSTM`` layer; the model of pytorch/examples' word_language_model.
+
+A record is one token per structured field (``models.vocab.RecordCodec``), then each text field's
+words ending in ``<eos>``. Alone the model samples whole records; ``complete`` feeds a row's
+structured values as the prompt and samples only its text (the text part of ``hybrid``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from models import accounting
+from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models.replay import ReplayIndex
+from models.vocab import RecordCodec, Vocabulary
+
+WEIGHTS, VOCAB = "dplstm.safetensors", "vocab.json"
+
+
+class DPLSTMConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # wordfreq's top-K English words; 2,000 cover about 95 % of the review sentences' words
+    # while keeping the output layer (hidden × vocabulary) small enough for DP noise.
+    vocab_k: int = Field(default=2000, ge=10)
+    embed: int = Field(default=64, ge=4)
+    hidden: int = Field(default=128, ge=4)
+    layers: int = Field(default=1, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    # Expected (Poisson) batch size; large batches give DP-SGD its best signal-to-noise ratio.
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=0.01, gt=0)
+    # Words kept per text field in training, and the most sampled before a text is cut off.
+    max_words: int = Field(default=64, ge=4)
+    bins: int = Field(default=10, ge=2)
+    # Length of the word sequences a sampled text may not share with the training text.
+    replay_n: int = Field(default=8, ge=3)
+
+
+class LSTMLM(nn.Module):
+    """Embedding → LSTM → linear head. ``dp``: Opacus' DPLSTM, whose per-sample gradients Opacus
+    computes (its state dict has ``nn.LSTM``'s names, so the fast layer samples afterwards)."""
+
+    def __init__(self, vocab: int, cfg: DPLSTMConfig, dp: bool):
+        super().__init__()
+        from opacus.layers import DPLSTM
+
+        self.embedding = nn.Embedding(vocab, cfg.embed)
+        lstm = DPLSTM if dp else nn.LSTM
+        self.lstm = lstm(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.head = nn.Linear(cfg.hidden, vocab)
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids [B, T] → logits [B, T, V] and the LSTM state after the last position."""
+        out, state = self.lstm(self.embedding(ids), state)                  # [B, T, H]
+        return self.head(out), state
+
+
+def record_loss(logits: torch.Tensor, ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mean over the batch of each record's mean next-token NLL, so a record's gradient has
+    the same scale whatever its length (clipping then bounds each record alike)."""
+    target = ids[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="none",
+                          ignore_index=pad)                                  # [B, T-1]
+    return (nll.sum(1) / (target != pad).sum(1).clamp(min=1)).mean()
+
+
+class DPLSTM(Generator):
+    family = "dplstm"
+    config_class = DPLSTMConfig
+    has_log_prob = True
+
+    # -- encoding ---------------------------------------------------------------------------
+    def _build_codes(self, spec: TableSpec, vocab: Vocabulary | None = None) -> None:
+        self.vocab = vocab or Vocabulary.public(spec, self.config.vocab_k)
+        self.codec = RecordCodec(spec, len(self.vocab), self.config.bins)
+        self.n_tokens = len(self.vocab) + self.codec.size
+        # Text positions may take any word but <unk> (never sampled) and the structured tokens.
+        mask = torch.full((self.n_tokens,), -torch.inf)
+        mask[: len(self.vocab)] = 0.0
+        mask[[self.vocab.pad, self.vocab.bos, self.vocab.unk]] = -torch.inf
+        self.text_mask = mask
+        self.field_masks = []
+        for i in range(len(self.codec.fields)):
+            m = torch.full((self.n_tokens,), -torch.inf)
+            m[list(self.codec.allowed(i))] = 0.0
+            self.field_masks.append(m)
+
+    def encode(self, row: Mapping) -> list[int]:
+        """BOS, structured tokens, then each text field's words (at most ``max_words``) + EOS."""
+        ids = [self.vocab.bos, *self.codec.prefix(row)]
+        for f in self.spec.text:
+            value = row.get(f.name)
+            text = self.vocab.encode(value if isinstance(value, str) else "")
+            ids += [*text[: self.config.max_words], self.vocab.eos]
+        return ids
+
+    def _batch(self, rows: list[dict]) -> torch.Tensor:
+        seqs = [self.encode(r) for r in rows]
+        out = torch.full((len(seqs), max(map(len, seqs))), self.vocab.pad, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s)
+        return out
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, table: pd.DataFrame, spec: TableSpec, budget: Budget, *, seed: int,
+            on_progress: Callable[[dict], None] = lambda m: None) -> FitResult:
+        """DP-SGD over Poisson batches of rate q = batch_size / N for ``epochs`` · ⌈1/q⌉ steps,
+        σ the least noise meeting ``budget`` composed with its prior; without noise or clipping
+        when ``budget.enabled`` is false. ValueError if the prior alone reaches the target."""
+        from opacus import PrivacyEngine
+        from opacus.data_loader import DPDataLoader
+
+        started, cfg = time.monotonic(), self.config
+        self.spec = spec
+        self._build_codes(spec)
+        rows = table.to_dict("records")
+        data = self._batch(rows)
+        n = len(data)
+        q = min(cfg.batch_size / n, 1.0)
+        steps = cfg.epochs * math.ceil(1 / q)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = LSTMLM(self.n_tokens, cfg, dp=budget.enabled)
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data),
+                                             batch_size=max(1, round(q * n)), generator=gen)
+        sigma, events = 0.0, []
+        if budget.enabled:
+            sigma = accounting.noise_for(budget.epsilon, budget.delta, list(budget.prior), q,
+                                         steps, budget.accountant)
+            events = [accounting.gaussian(sigma, q, steps)]
+            module, optimizer, loader = PrivacyEngine(secure_mode=budget.secure_mode)\
+                .make_private(module=net, optimizer=optimizer, data_loader=loader,
+                              noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm,
+                              poisson_sampling=True,
+                              noise_generator=None if budget.secure_mode else gen)
+        else:
+            module, loader = net, DPDataLoader.from_data_loader(loader, generator=gen)
+        module.train()
+        step, loss_sum, loss_n, final_loss = 0, 0.0, 0, math.nan
+        while step < steps:
+            for (batch,) in loader:
+                if step >= steps:
+                    break
+                step += 1
+                optimizer.zero_grad(set_to_none=True)
+                if not len(batch):  # skipping a step only lowers the privacy cost
+                    continue
+                width = int((batch != self.vocab.pad).sum(1).max())
+                batch = batch[:, :width]
+                loss = record_loss(module(batch)[0], batch, self.vocab.pad)
+                loss.backward()
+                optimizer.step()
+                loss_sum, loss_n = loss_sum + loss.item() * len(batch), loss_n + len(batch)
+                if step % math.ceil(1 / q) == 0:
+                    epoch = step // math.ceil(1 / q)
+                    on_progress({"epoch": epoch, "loss": loss_sum / max(loss_n, 1)})
+                    final_loss, loss_sum, loss_n = loss_sum / max(loss_n, 1), 0.0, 0
+        self.net = LSTMLM(self.n_tokens, cfg, dp=False)
+        for name in ("embedding", "lstm", "head"):  # DPLSTM renames its keys only as a root
+            getattr(self.net, name).load_state_dict(getattr(net, name).state_dict())
+        self.net.eval()
+        self.replay = ReplayIndex.build((t for f in spec.text for t in table[f.name]),
+                                        cfg.replay_n)
+        prior = list(budget.prior) if budget.enabled else []
+        eps = accounting.epsilon(prior + events, budget.delta, budget.accountant) \
+            if budget.enabled else math.inf
+        self.fit_result = FitResult(
+            epsilon=eps, delta=budget.delta, accountant=budget.accountant,
+            mechanism="DP-SGD (Opacus DPLSTM)" if budget.enabled else "none",
+            private=budget.enabled,
+            events=events, seconds=time.monotonic() - started, final_loss=final_loss,
+            epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
+            if budget.enabled else None,
+            params={"vocabulary": f"public (wordfreq top-{cfg.vocab_k} + released values)",
+                    "vocab_size": self.n_tokens, "sigma": sigma, "sample_rate": q,
+                    "steps": steps, "max_grad_norm": budget.max_grad_norm})
+        return self.fit_result
+
+    # -- likelihood -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _token_log_probs(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, T-1] log-probability of each token after BOS (0 at padding) and the [N, T-1]
+        mask of text positions (words and their EOS)."""
+        ids = self._batch(rows)
+        logp = self.net(ids)[0].log_softmax(-1)[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)
+        real = ids[:, 1:] != self.vocab.pad
+        text = real.clone()
+        text[:, : len(self.codec.fields)] = False
+        return logp * real, text
+
+    def log_prob(self, rows: pd.DataFrame) -> np.ndarray:
+        """[N] sum of each record's token log-probabilities (nats), structured tokens included."""
+        return self._token_log_probs(rows.to_dict("records"))[0].sum(1).numpy()
+
+    def text_log_prob(self, rows: pd.DataFrame) -> np.ndarray:
+        """[N] log-probability of each record's text given its structured values (nats)."""
+        logp, text = self._token_log_probs(rows.to_dict("records"))
+        return (logp * text).sum(1).numpy()
+
+    def perplexity(self, rows: pd.DataFrame) -> float:
+        """exp(mean NLL per text token) over ``rows`` (words and EOS; <unk> counts as a token)."""
+        logp, text = self._token_log_probs(rows.to_dict("records"))
+        return float(math.exp(-(logp * text).sum() / text.sum()))
+
+    # -- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _sample(self, forced: list[list[int | None]], seed: int) -> list[tuple[list[int], bool]]:
+        """Per row: structured tokens (``forced`` where not None, else sampled) then text tokens;
+        and whether every text field ended. One uniform per row and step from ``seed``."""
+        from models.sampling import draw
+
+        s = self.sampling
+        temperature, top_k = float(s.get("temperature", 1.0)), int(s.get("top_k") or 0)
+        top_p = float(s.get("top_p") or 1.0)
+        gen = torch.Generator().manual_seed(seed)
+        n, n_fields, n_text = len(forced), len(self.codec.fields), len(self.spec.text)
+        token = torch.full((n,), self.vocab.bos, dtype=torch.long)
+        out = [[] for _ in range(n)]
+        ended = torch.zeros(n, dtype=torch.long)      # text fields finished per row
+        state = None
+        for pos in range(n_fields + n_text * (self.config.max_words + 1)):
+            logits, state = self.net(token[:, None], state)
+            u = torch.rand(n, generator=gen, dtype=torch.float64)
+            mask = self.field_masks[pos] if pos < n_fields else self.text_mask
+            token = draw(logits[:, -1] + mask, u, temperature, top_k, top_p)
+            if pos < n_fields:
+                fixed = torch.tensor([f[pos] if f[pos] is not None else -1 for f in forced])
+                token = torch.where(fixed >= 0, fixed, token)
+            live = ended < n_text
+            for i in live.nonzero().squeeze(1).tolist():
+                out[i].append(int(token[i]))
+            ended += (live & (token == self.vocab.eos)).long()
+            if pos >= n_fields and not bool((ended < n_text).any()):
+                break
+        return [(o, bool(e == n_text)) for o, e in zip(out, ended.tolist(), strict=True)]
+
+    def _rows(self, sampled, seed: int, keep: list[dict] | None = None) -> Proposal:
+        rng = np.random.default_rng(seed)
+        rows, reasons, raw = [], [], []
+        n_fields = len(self.codec.fields)
+        for k, (ids, finished) in enumerate(sampled):
+            row = dict(keep[k]) if keep is not None else {
+                f.name: self.codec.decode(i, ids[i], rng) for i, f in enumerate(self.codec.fields)}
+            texts, cur = [], []
+            for t in ids[n_fields:]:
+                if t == self.vocab.eos:
+                    texts.append(self.vocab.decode(cur))
+                    cur = []
+                else:
+                    cur.append(t)
+            texts += [self.vocab.decode(cur)] if cur else []
+            for f, text in zip(self.spec.text, texts + [""] * len(self.spec.text), strict=False):
+                row[f.name] = text
+            rows.append(row if finished else None)
+            reasons.append(None if finished else "unfinished")
+            raw.append(None if finished else " | ".join(texts))
+        return Proposal(rows, reasons, raw)
+
+    def _propose(self, n: int, seed: int, conditions: Mapping[str, str] | None) -> Proposal:
+        fixed = [None] * len(self.codec.fields)
+        for name, value in (conditions or {}).items():
+            i = [f.name for f in self.codec.fields].index(name)
+            f = self.codec.fields[i]
+            fixed[i] = self.codec.encode(i, value if f.kind == "categorical" else float(value))
+        return self._rows(self._sample([list(fixed) for _ in range(n)], seed), seed)
+
+    def complete(self, rows: list[dict], seed: int) -> list[dict]:
+        """``rows`` with their text field(s) sampled given their structured values; a text cut
+        off at ``max_words`` is kept as far as it went."""
+        sampled = self._sample([self.codec.prefix(r) for r in rows], seed)
+        proposal = self._rows([(ids, True) for ids, _ in sampled], seed, keep=rows)
+        return proposal.rows
+
+    def check(self, row: dict) -> str | None:
+        if any(self.replay.copies(row.get(f.name)) for f in self.spec.text):
+            return "replay"
+        return None
+
+    # -- files ------------------------------------------------------------------------------------
+    def _save(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()},
+                  str(directory / WEIGHTS))
+        (directory / VOCAB).write_text(json.dumps({"tokens": self.vocab.tokens}))
+        self.replay.save(directory)
+
+    def _load(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        self._build_codes(self.spec,
+                          Vocabulary(json.loads((directory / VOCAB).read_text())["tokens"]))
+        self.net = LSTMLM(self.n_tokens, self.config, dp=False)
+        self.net.load_state_dict(load_file(str(directory / WEIGHTS)))
+        self.net.eval()
+        self.replay = ReplayIndex.load(directory)

@@ -1,0 +1,138 @@
+"""The DPLSTM text family: public vocabulary, record tokens, DP-SGD accounting, seeded sampling,
+conditions, completion, likelihood, replay check and save/load, on a tiny table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import accounting, base
+from models.base import Budget, FieldSpec, TableSpec
+from models.dplstm import DPLSTM, DPLSTMConfig
+from models.vocab import Vocabulary, detokenize, words
+
+SPEC = TableSpec((
+    FieldSpec("product", "categorical", values=("Nimbus Phone", "Zenith Router"), nullable=True),
+    FieldSpec("rating", "numeric", low=1, high=5, integer=True),
+    FieldSpec("score", "numeric", low=0.0, high=1.0),
+    FieldSpec("message", "text")))
+SMALL = DPLSTMConfig(vocab_k=300, embed=8, hidden=16, epochs=3, batch_size=16, lr=0.05,
+                     max_words=12, bins=4)
+
+
+def _table(n: int = 48) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        product = ["Nimbus Phone", "Zenith Router", None][i % 3]
+        text = (f"my {product} stopped working after the update" if product
+                else "please call me back about my order")
+        rows.append({"product": product, "rating": int(rng.integers(1, 6)),
+                     "score": float(rng.random()), "message": text})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def model() -> DPLSTM:
+    gen = DPLSTM(SMALL)
+    gen.fit(_table(), SPEC, Budget(epsilon=4.0), seed=0)
+    return gen
+
+
+def test_vocabulary_is_public_and_keeps_released_case():
+    vocab = Vocabulary.public(SPEC, 300)
+    assert vocab.encode("My Nimbus Phone") == [vocab.index["my"], vocab.index["Nimbus"],
+                                               vocab.index["Phone"]]
+    assert vocab.encode("Xylophonequark") == [vocab.unk]
+    assert vocab.encode("<PERSON> said") [0] == vocab.index["<PERSON>"]
+    assert detokenize(words("i think it's fine . it costs 4 2 $")) == \
+        "I think it's fine. It costs 42 $"
+
+
+def test_private_fit_accounts_one_gaussian_within_the_target(model):
+    fit = model.fit_result
+    assert fit.private and len(fit.events) == 1 and fit.events[0]["kind"] == "gaussian"
+    assert fit.epsilon <= 4.0 * 1.001 and fit.epsilon > 3.5
+    assert fit.epsilon == pytest.approx(accounting.epsilon(fit.events, 1e-5), rel=1e-9)
+    assert fit.epsilon_check == pytest.approx(fit.epsilon, rel=0.05)
+    assert fit.params["vocabulary"] == "public (wordfreq top-300 + released values)"
+    assert math.isfinite(fit.final_loss)
+
+
+def test_prior_releases_shrink_what_dp_sgd_may_spend():
+    prior = (accounting.gaussian(2.0),)
+    gen = DPLSTM(SMALL.model_copy(update={"epochs": 1}))
+    fit = gen.fit(_table(), SPEC, Budget(epsilon=4.0, prior=prior), seed=0)
+    q, steps = fit.events[0]["q"], fit.events[0]["steps"]
+    assert fit.events[0]["sigma"] > accounting.noise_for(4.0, 1e-5, [], q, steps)
+    assert fit.epsilon <= 4.0 * 1.001
+    with pytest.raises(ValueError, match="already reach"):
+        DPLSTM(SMALL).fit(_table(), SPEC, Budget(epsilon=0.1, prior=prior), seed=0)
+
+
+def test_samples_keep_to_the_spec_and_repeat_with_the_seed(model):
+    a, b = model.sample(30, seed=3), model.sample(30, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(model.sample(30, seed=4))
+    assert set(a["product"].dropna()) <= {"Nimbus Phone", "Zenith Router"}
+    assert a["rating"].between(1, 5).all() and a["score"].between(0, 1).all()
+    assert not a["message"].str.contains("<unk>", regex=False).any()
+
+
+def test_conditions_and_completion_fix_the_prompt(model):
+    rows = model.sample(10, seed=1, conditions={"product": "Zenith Router"})
+    assert (rows["product"] == "Zenith Router").all()
+    done = model.complete([{"product": "Nimbus Phone", "rating": 2, "score": 0.5,
+                            "message": None}], seed=0)
+    assert done[0]["product"] == "Nimbus Phone" and done[0]["rating"] == 2
+    assert isinstance(done[0]["message"], str)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[DPLSTM, list[float]]:
+    gen, losses = DPLSTM(SMALL.model_copy(update={"epochs": 8})), []
+    gen.fit(_table(), SPEC, Budget(enabled=False), seed=0,
+            on_progress=lambda m: losses.append(m["loss"]))
+    return gen, losses
+
+
+def test_log_prob_prefers_training_like_records(trained):
+    model = trained[0]
+    rows = pd.DataFrame([{"product": "Nimbus Phone", "rating": 3, "score": 0.5,
+                          "message": "my Nimbus Phone stopped working after the update"},
+                         {"product": "Nimbus Phone", "rating": 3, "score": 0.5,
+                          "message": "purple elephants sing loudly tonight"}])
+    lp = model.log_prob(rows)
+    assert lp.shape == (2,) and (lp < 0).all()
+    assert (model.text_log_prob(rows) > lp).all()  # the structured tokens cost something
+    assert model.perplexity(rows.iloc[:1]) < model.perplexity(rows.iloc[1:])
+
+
+def test_check_rejects_copied_training_text(model):
+    copied = {"message": "yes my Zenith Router stopped working after the update today"}
+    assert model.check(copied) == "replay"
+    assert model.check({"message": "my router is fine"}) is None
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save(tmp_path / "m")
+    again = base.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(again.sample(12, seed=5), model.sample(12, seed=5))
+    assert again.check({"message": "my Zenith Router stopped working after the update"}) \
+        == "replay"
+    assert not any(p.suffix in (".pt", ".pkl") for p in (tmp_path / "m").iterdir())
+
+
+def test_non_private_fit_spends_nothing_and_learns(trained):
+    fit, losses = trained[0].fit_result, trained[1]
+    assert fit.epsilon == math.inf and fit.events == [] and not fit.private
+    assert losses[-1] < losses[0]
+
+
+def test_a_value_outside_the_spec_names_its_column():
+    bad = _table().assign(product="Vertex Monitor")
+    with pytest.raises(ValueError, match="product"):
+        DPLSTM(SMALL).fit(bad, SPEC, Budget(enabled=False), seed=0)
