@@ -8,6 +8,8 @@ mechanism with parameter ε₀ on a score of sensitivity Δ, recorded as ``accou
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -51,8 +53,35 @@ def estimate(sizes: Mapping[str, int], measurements: list, iters: int, warm=None
     ``MarkovRandomField`` (warm-started from ``warm``'s potentials when given)."""
     mbi = _mbi()
     domain = mbi.Domain(list(sizes), list(sizes.values()))
-    return mbi.estimation.MirrorDescent().estimate(domain, measurements, iters=iters,
-                                                   warm_start=warm)
+    return _lean_mirror_descent()().estimate(domain, measurements, iters=iters,
+                                             warm_start=warm)
+
+
+@functools.cache
+def _lean_mirror_descent():
+    """mbi's ``MirrorDescent`` without its two eager marginal computations (the initial one
+    and the final one): run op by op, each compiles dozens of small XLA programs per new set
+    of cliques, half of an AIM round's time on 2 cores. The first step computes the marginals
+    anyway, and the model here is used through its potentials only. Written against mbi
+    2.0.0's estimator hooks (``_init``/``_finalize``), pinned in pyproject."""
+    import jax.numpy as jnp
+    from mbi import estimation
+    from mbi.markov_random_field import MarkovRandomField
+
+    @dataclasses.dataclass(frozen=True)
+    class LeanMirrorDescent(estimation.MirrorDescent):
+        def _init(self, domain, loss_fn, known_total, *, warm_start=None, constraints=()):
+            potentials = estimation._extract_potentials(warm_start, domain, loss_fn.cliques)
+            alpha = 2.0 / (loss_fn.lipschitz * known_total)  # mbi's own first step size
+            mu = _mbi().CliqueVector.zeros(domain, loss_fn.cliques)
+            return estimation.MirrorDescentState(mu, potentials, alpha,
+                                                 jnp.zeros((), jnp.result_type(float)))
+
+        def _finalize(self, state, known_total, constraints=()):
+            return MarkovRandomField(potentials=state.potentials, marginals=state.mu,
+                                     total=known_total)
+
+    return LeanMirrorDescent
 
 
 def junction_tree(sizes: Mapping[str, int], model) -> JunctionTree:
@@ -111,7 +140,11 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
     sigma_1 = math.sqrt(len(names) / (2 * rho_1)) if private else None
     measurements = [measure(codes, sizes, (v,), sigma_1, rng) for v in names]
     events = [accounting.gaussian(sigma_1) for _ in names] if private else []
-    model = estimate(sizes, measurements, cfg.round_iters)
+    # The model of 1-way marginals alone is their product: no fit needed for the first round.
+    probs, total = independent(measurements)
+    tree = JunctionTree.from_potentials(
+        sizes, [((v,), np.log(np.maximum(probs[v], 1e-12))) for v in names])
+    cliques, model = [(v,) for v in names], None
     rho_r, T = rho - rho_1, cfg.rounds
     sigma = math.sqrt(T / (2 * 0.9 * rho_r)) if private else None
     eps = math.sqrt(8 * 0.1 * rho_r / T) if private else None
@@ -119,16 +152,13 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
     while True:
         rounds += 1
         last = rounds >= T
-        if private and rho_r - used < 2 * (0.5 / sigma**2 + eps**2 / 8):
+        if private and (last or rho_r - used < 2 * (0.5 / sigma**2 + eps**2 / 8)):
             remaining = rho_r - used
             sigma, eps, last = math.sqrt(1 / (2 * 0.9 * remaining)), \
                 math.sqrt(8 * 0.1 * remaining), True
         if private:
             used += 0.5 / sigma**2 + eps**2 / 8
         share = (rho_1 + used) / rho if private else rounds / T
-        tree = junction_tree(sizes, model)
-        cliques = [tuple(c) for c in model.cliques]
-        total = float(model.total)
         free = {tuple(s) for c in cliques for r in range(1, len(c) + 1)
                 for s in itertools.combinations(c, r)}
         allowed = [c for c in candidates if c in free or
@@ -144,16 +174,28 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
             events += [accounting.zcdp(eps**2 / 8), accounting.gaussian(sigma)]
         chosen.append({"clique": list(pick), "sigma": sigma, "epsilon0": eps})
         model = estimate(sizes, measurements, cfg.round_iters, model)
+        tree, total = junction_tree(sizes, model), float(model.total)
+        cliques = [tuple(c) for c in model.cliques]
         on_progress({"round": rounds, "rho_used": rho_1 + used, "cliques": len(chosen)})
-        if private and not last:
-            after = float(model.total) * junction_tree(sizes, model).project(pick).ravel()
-            if np.abs(after - before).sum() <= bias * answers[pick].size:
-                sigma, eps = sigma / 2, eps * 2
         if last:
             break
+        after = total * tree.project(pick).ravel()
+        if private and np.abs(after - before).sum() <= bias * answers[pick].size:
+            sigma, eps = sigma / 2, eps * 2
     params = {"rounds": rounds, "sigma_one_way": sigma_1, "measured": chosen,
               "max_model_size_mb": cfg.max_model_size, "candidates": len(candidates)}
     return measurements, params, events
+
+
+def independent(ones: list) -> tuple[dict[str, np.ndarray], float]:
+    """Each attribute's distribution from its noisy 1-way marginal (negatives cut to 0) and
+    the record count they estimate: the model that treats attributes as independent."""
+    probs = {}
+    for m in ones:
+        y = np.maximum(np.asarray(m.noisy_measurement, dtype=float), 0.0)
+        probs[m.clique[0]] = y / y.sum() if y.sum() > 0 else np.full(y.size, 1.0 / y.size)
+    total = max(float(np.mean([np.sum(m.noisy_measurement) for m in ones])), 1.0)
+    return probs, total
 
 
 def mst_tree(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generator,
@@ -167,11 +209,7 @@ def mst_tree(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generat
     sigma_1 = math.sqrt(d / (2 * third)) if private else None
     ones = [measure(codes, sizes, (v,), sigma_1, rng) for v in names]
     events = [accounting.gaussian(sigma_1) for _ in names] if private else []
-    probs = {}
-    for v, m in zip(names, ones, strict=True):
-        y = np.maximum(np.asarray(m.noisy_measurement), 0.0)
-        probs[v] = y / y.sum() if y.sum() > 0 else np.full(y.size, 1.0 / y.size)
-    total = max(float(np.mean([np.sum(m.noisy_measurement) for m in ones])), 1.0)
+    probs, total = independent(ones)
     eps = math.sqrt(8 * third / max(d - 1, 1)) if private else None
     pairs = list(itertools.combinations(names, 2))
     scores = np.array([np.abs(count(codes, sizes, (a, b)) -
