@@ -1,0 +1,161 @@
+"""Text families on real review sentences and the demo tickets: held-out perplexity, train-on-
+synthetic test-on-real (TF-IDF + logistic regression) beside train-on-real, distinct n-grams and
+samples, at each ε; prints JSON.
+
+    .venv/bin/python benchmarks/text_families.py --families dplstm hybrid --eps 3 8 inf
+    .venv/bin/python benchmarks/text_families.py --demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import base
+from models.base import Budget, FieldSpec, TableSpec
+from models.vocab import words
+
+YELP = Path("/work/shared/data/uci_sentiment_labelled_sentences/yelp_labelled.txt")
+DEMO = Path(__file__).resolve().parents[1] / "data/demo/tickets.csv"
+
+
+def distinct(texts: list[str], n: int) -> float:
+    """Distinct n-grams / all n-grams over the texts (Li et al. 2016)."""
+    grams = [tuple(w[i : i + n]) for t in texts for w in [[x.lower() for x in words(t)]]
+             for i in range(len(w) - n + 1)]
+    return len(set(grams)) / max(len(grams), 1)
+
+
+def classifier(texts, labels):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+                         LogisticRegression(max_iter=1000, C=4.0)).fit(list(texts), list(labels))
+
+
+def auc(train: pd.DataFrame, test: pd.DataFrame) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if train["label"].nunique() < 2:
+        return float("nan")
+    clf = classifier(train["sentence"].fillna(""), train["label"])
+    return float(roc_auc_score(test["label"], clf.predict_proba(test["sentence"])[:, 1]))
+
+
+def text_model(gen):
+    return gen.text if gen.family == "hybrid" else gen
+
+
+def yelp(families: list[str], epsilons: list[float], config: dict, table_family: str) -> dict:
+    df = pd.read_csv(YELP, sep="\t", header=None, names=["sentence", "label"], quoting=3)
+    df["label"] = df["label"].astype(str)
+    order = np.random.default_rng(0).permutation(len(df))
+    train, test = df.iloc[order[:800]].reset_index(drop=True), \
+        df.iloc[order[800:]].reset_index(drop=True)
+    spec = TableSpec((FieldSpec("label", "categorical", values=("0", "1")),
+                      FieldSpec("sentence", "text")))
+    out = {"data": "yelp_labelled 800 train / 200 holdout (seed 0)",
+           "train_on_real_auc": auc(train, test), "runs": []}
+    for family in families:
+        for eps in epsilons:
+            cfg = config if family == "dplstm" else {"table_family": table_family,
+                                                       "text": config}
+            gen = base.create(family, cfg)
+            budget = Budget(enabled=math.isfinite(eps), epsilon=eps if math.isfinite(eps) else 8)
+            t0 = time.monotonic()
+            fit = gen.fit(train, spec, budget, seed=0)
+            fit_s = time.monotonic() - t0
+            synth = gen.sample(len(train), seed=1)
+            synth = pd.DataFrame({"sentence": synth["sentence"].astype(str),
+                                  "label": synth["label"].astype(str)})
+            texts = synth["sentence"].tolist()
+            out["runs"].append({
+                "family": family, "epsilon_target": eps, "epsilon": fit.epsilon,
+                "epsilon_check": fit.epsilon_check, "fit_seconds": round(fit_s, 1),
+                "params": {k: v for k, v in fit.params.items() if not isinstance(v, dict)},
+                "heldout_perplexity": text_model(gen).perplexity(test),
+                "tstr_auc": auc(synth, test),
+                "synthetic_label_share_1": float((synth["label"] == "1").mean()),
+                "distinct_1": distinct(texts, 1), "distinct_2": distinct(texts, 2),
+                "samples": synth.head(10).to_dict("records")})
+            print(json.dumps(out["runs"][-1], default=str), file=sys.stderr, flush=True)
+    return out
+
+
+def demo(epsilon: float, config: dict, anonymized: bool, table_family: str) -> dict:
+    """Hybrid on product, channel, rating, city + message; a classifier trained on the synthetic
+    messages (label: synthetic product) names the product of real held-out messages."""
+    from sklearn.metrics import accuracy_score
+
+    from flows.config import _CITIES, _PRODUCTS
+
+    df = pd.read_csv(DEMO, dtype=str, keep_default_na=False)
+    source = "raw messages"
+    if anonymized:
+        try:
+            from flows.config import demo_anonymize, demo_contract
+            from tasks.anonymize import Key, anonymize
+
+            df = anonymize(df, demo_contract(), demo_anonymize(),
+                           Key(b"benchmark-key", "benchmark"))[0]
+            source = "anonymized messages (tasks.anonymize, placeholder text)"
+        except Exception as exc:
+            source = f"raw messages (anonymize failed: {type(exc).__name__}: {exc})"
+    df = df[["product", "channel", "rating", "city", "message"]].copy()
+    df["rating"] = pd.to_numeric(df["rating"])
+    train, test = df.iloc[:2700].reset_index(drop=True), df.iloc[2700:].reset_index(drop=True)
+    spec = TableSpec((
+        FieldSpec("product", "categorical", values=_PRODUCTS),
+        FieldSpec("channel", "categorical",
+                  values=("email", "phone", "chat", "web_form", "social")),
+        FieldSpec("rating", "numeric", low=1, high=5, integer=True),
+        FieldSpec("city", "categorical", values=_CITIES),
+        FieldSpec("message", "text")))
+    gen = base.create("hybrid", {"table_family": table_family, "text": config or None})
+    t0 = time.monotonic()
+    fit = gen.fit(train, spec, Budget(epsilon=epsilon), seed=0)
+    fit_s = time.monotonic() - t0
+    synth = gen.sample(len(train), seed=1)
+    clf = classifier(synth["message"].astype(str), synth["product"].astype(str))
+    real = classifier(train["message"], train["product"])
+    return {"data": f"demo tickets 2700 train / 300 holdout, {source}", "epsilon": fit.epsilon,
+            "epsilon_check": fit.epsilon_check, "fit_seconds": round(fit_s, 1),
+            "params": {k: v for k, v in fit.params.items() if not isinstance(v, dict)},
+            "heldout_perplexity": gen.text.perplexity(test),
+            "product_accuracy_tstr": float(accuracy_score(test["product"],
+                                                          clf.predict(test["message"]))),
+            "product_accuracy_trtr": float(accuracy_score(test["product"],
+                                                          real.predict(test["message"]))),
+            "distinct_1": distinct(synth["message"].astype(str).tolist(), 1),
+            "distinct_2": distinct(synth["message"].astype(str).tolist(), 2),
+            "samples": synth.head(10).astype(str).to_dict("records")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=["dplstm", "hybrid"])
+    parser.add_argument("--eps", nargs="+", type=float, default=[3.0, 8.0, math.inf])
+    parser.add_argument("--table-family", default="mst", help="hybrid's table part")
+    parser.add_argument("--set", nargs="*", default=[], help="text config key=value")
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--raw", action="store_true", help="demo on the raw messages")
+    args = parser.parse_args()
+    config = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    result = demo(8.0, config, not args.raw, args.table_family) if args.demo else \
+        yelp(args.families, args.eps, config, args.table_family)
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
