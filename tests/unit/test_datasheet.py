@@ -66,3 +66,29 @@ def test_audit_gates_are_required_and_named():
     assert gates == {"audit_canary": "fail: exposure", "audit_mia": "pass"}
     assert audit_summary(gates) == "fail" and audit_summary({"private": "pass"}) == "none"
     assert audit_gates({}, RegisterConfig(require_audit=False)) == {}
+
+
+def test_a_table_family_sheet_names_its_mechanism_events_and_column_provenance():
+    train = {"epsilon": 2.9, "delta": 1e-5, "accountant": "rdp", "private": True,
+             "epsilon_pld": 2.95, "epsilon_sgd": 2.5, "family": "aim", "family_reason":
+             "3 structured columns, no text", "mechanism": "aim (Private-PGM)",
+             "events": [{"kind": "zcdp", "rho": 0.12}], "params": {"rho": 0.12, "rounds": 4},
+             "sample_rate": 1.0, "steps": 4, "epochs": 0, "noise_multiplier": 0.0,
+             "domain_spend": {"noise_multiplier": 20.0, "releases": 2, "delta": 1e-6}}
+    model = {"family": "aim", "config": {"rounds": 4}, "spec": {"fields": [
+        {"name": "job", "kind": "categorical"}, {"name": "age", "kind": "numeric"},
+        {"name": "note", "kind": "text"}]}}
+    sheet = datasheet.build(name="m", version="1", train=train, evaluation={}, verdicts={},
+                            lineage={"domains": {"estimated": {"job": {"fields": ["allowed"]}}}},
+                            privacy={}, model=model, control=None)
+    assert sheet["model"]["family"] == "aim" and sheet["model"]["config"] == {"rounds": 4}
+    assert sheet["privacy"]["mechanism_params"] == {"rho": 0.12, "rounds": 4}
+    assert "sampling" not in sheet["privacy"]  # no DP-SGD: no Poisson sampling to state
+    assert sheet["columns"] == {"job": "estimated under DP (paid for)", "age": "declared public",
+                                "note": "free text"}
+    composition = sheet["privacy"]["composition"]
+    assert "ρ-zCDP ρ 0.12" in composition and "2 Gaussian domain releases" in composition
+    assert "check accountant (dp-accounting) gives ε 2.95" in composition
+    text = datasheet.markdown(sheet)
+    assert "- family: aim (3 structured columns, no text)" in text
+    assert "- job: estimated under DP (paid for)" in text
