@@ -65,7 +65,8 @@ def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
              "epsilon": _number(tags, "privacy.epsilon")}
     # A family without a likelihood (train.family: aim, mst, ...) has no perplexity to gate;
     # a version registered before families always has one.
-    likelihood = "eval.perplexity" in tags or "train.family" not in tags
+    likelihood = any(k in tags for k in ("eval.perplexity", "gate.perplexity")) or \
+        "train.family" not in tags
     verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity") if likelihood
                              else None, "usable_rate": _number(tags, "eval.usable_rate")}, cfg)
     for gate, key in (("private", "privacy.private"), ("epsilon", "privacy.epsilon"),
@@ -81,12 +82,16 @@ def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
 
 def champion_gate(tags: dict[str, str], champion: tuple[str, dict[str, str]] | None,
                   tolerance: float) -> str:
-    """"pass" unless the version's perplexity is worse than the champion's beyond ``tolerance``."""
+    """"pass" unless the version's perplexity is worse than the champion's beyond ``tolerance``
+    (only when both have one: families without a likelihood, or of different families, are
+    not compared by it)."""
     if champion is None:
         return "pass"
     version, champion_tags = champion
     mine, theirs = _number(tags, "eval.perplexity"), _number(champion_tags, "eval.perplexity")
-    if math.isnan(theirs) or mine <= theirs * (1 + tolerance):
+    if math.isnan(theirs) or math.isnan(mine) or mine <= theirs * (1 + tolerance) or \
+            tags.get("train.family", "causal_lm") != champion_tags.get("train.family",
+                                                                         "causal_lm"):
         return "pass"
     return (f"fail: perplexity {mine:.2f} worse than champion version {version}'s {theirs:.2f} "
             f"beyond the {tolerance:.0%} tolerance")
