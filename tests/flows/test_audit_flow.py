@@ -21,6 +21,7 @@ def test_memorizing_model_is_refused_naming_the_audit_gate(prefect_api, tmp_path
     subset.write_text("".join(demo_csv.read_text().splitlines(keepends=True)[:301]))
     cfg = load_config(overrides=[
         f"workdir={tmp_path / 'runs'}", f"ingest.path={subset}", f"register.model_name={MODEL}",
+        "train.family=causal_lm",  # these flows test the causal LM's own path
         "train.privacy.enabled=false", "audit.canary_repeats=20", "train.epochs=3",
         "train.batch_size=32", "train.model.n_embd=32", "train.model.n_layer=1",
         "register.max_perplexity=1000", "evaluate.samples=2", "evaluate.synthetic_records=50",

@@ -40,6 +40,7 @@ def test_observed_domains_are_paid_for_and_never_released_as_observed(prefect_ap
     config = tmp_path / "c.yaml"
     config.write_text(proposal.to_yaml())
     cfg = load_config(config, overrides=[
+        "train.family=causal_lm",  # these flows test the causal LM's own path
         f"workdir={tmp_path / 'runs'}", f"register.model_name={MODEL}", "train.epochs=1",
         "train.batch_size=128", "train.model.n_embd=32", "train.model.n_layer=1",
         "train.model.block_size=48", "register.max_perplexity=1000", "audit.enabled=false",

@@ -26,6 +26,7 @@ def pipeline(prefect_api, tmp_path_factory, demo_csv):
     subset.write_text("".join(lines[:501]))  # header + 500 rows, a few of them bad
     cfg = load_config(overrides=[
         f"workdir={root / 'runs'}", f"ingest.path={subset}", f"register.model_name={MODEL}",
+        "train.family=causal_lm",  # these flows test the causal LM's own path
         "train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
         "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=4",
     ])

@@ -18,6 +18,7 @@ def test_lora_fine_tuning_of_a_local_pretrained_model_end_to_end(prefect_api, tm
     subset.write_text("".join(demo_csv.read_text().splitlines(keepends=True)[:301]))
     cfg = load_config(overrides=[
         f"workdir={tmp_path / 'runs'}", f"ingest.path={subset}", f"register.model_name={MODEL}",
+        "train.family=causal_lm",  # these flows test the causal LM's own path
         f"train.model.pretrained={pretrained_dir}", "train.model.lora.r=2",
         "train.epochs=1", "train.batch_size=32", "register.max_perplexity=100000",
         "evaluate.samples=2",

@@ -42,6 +42,7 @@ def test_an_inferred_integer_quasi_identifier_runs_through_training_and_generati
     config.write_text(proposal.to_yaml())  # as `privgen validate --infer` writes it, unedited
     cfg = load_config(config, overrides=[
         f"workdir={tmp_path / 'runs'}", f"ingest.path={data}", f"register.model_name={MODEL}",
+        "train.family=causal_lm",  # these flows test the causal LM's own path
         "train.epochs=2", "train.batch_size=64", "train.model.n_embd=32", "train.model.n_layer=1",
         "train.model.block_size=64", "register.max_perplexity=1000", "audit.enabled=false",
         "register.require_audit=false", "evaluate.synthetic_records=60", "evaluate.samples=4"])

@@ -22,6 +22,7 @@ EXPERIMENT = "privgen-resume-test"
 
 def _settings(workdir: Path, subset: Path) -> list[str]:
     return [f"workdir={workdir}", f"ingest.path={subset}", f"experiment={EXPERIMENT}",
+            "train.family=causal_lm",  # these flows test the causal LM's own path
             "register.model_name=privgen-resume", "train.epochs=4", "train.batch_size=32",
             "train.model.n_embd=32", "train.model.n_layer=1", "register.max_perplexity=1000",
             "evaluate.samples=2"]

@@ -23,6 +23,7 @@ PLANTED = "Wilhelmina Fotheringay-Pratt 555-201-7788"
 
 def _settings(workdir: Path, data: Path) -> list[str]:
     return [f"workdir={workdir}", f"ingest.path={data}", "experiment=privgen-stop-test",
+            "train.family=causal_lm",  # these flows test the causal LM's own path
             f"register.model_name={MODEL}", "train.epochs=1", "train.batch_size=32",
             "train.model.n_embd=32", "train.model.n_layer=1", "register.max_perplexity=1000",
             "evaluate.samples=2", "audit.enabled=false"]
