@@ -392,14 +392,14 @@ def models_(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("model", "version", "aliases", "stage", "ε", "δ", "perplexity", "verdict",
-                  "created")
+    table = Table("model", "version", "aliases", "stage", "family", "ε", "δ", "perplexity",
+                  "verdict", "created")
     for r in rows:
         failed = [g for g, v in r["gates"].items() if v != "pass"]
         verdict = f"{r['verdict']} ({', '.join(failed)})" if failed else r["verdict"] or "-"
         table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["stage"],
-                      r["epsilon"] or "-", r["delta"] or "-", r["perplexity"] or "-", verdict,
-                      r["created"])
+                      r["family"], r["epsilon"] or "-", r["delta"] or "-",
+                      r["perplexity"] or "-", verdict, r["created"])
     out.print(table if rows else "no registered models yet; run `privgen run`")
 
 

@@ -32,6 +32,9 @@ def list_versions(name: str | None = None) -> list[dict]:
                 "name": rm.name, "version": str(mv.version),
                 "aliases": sorted(aliases.get(str(mv.version), [])),
                 "stage": mv.current_stage,
+                # Versions registered before the families are all causal LMs.
+                "family": mv.tags.get("train.family", "causal_lm"),
+                "mechanism": mv.tags.get("train.mechanism"),
                 "epsilon": mv.tags.get("privacy.epsilon"), "delta": mv.tags.get("privacy.delta"),
                 "accountant": mv.tags.get("privacy.accountant"),
                 "private": mv.tags.get("privacy.private"),
