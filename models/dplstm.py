@@ -277,8 +277,12 @@ class DPLSTM(Generator):
 
     def _propose(self, n: int, seed: int, conditions: Mapping[str, str] | None) -> Proposal:
         fixed = [None] * len(self.codec.fields)
+        names = [f.name for f in self.codec.fields]
         for name, value in (conditions or {}).items():
-            i = [f.name for f in self.codec.fields].index(name)
+            if name not in names:
+                raise ValueError(f"condition on {name!r}: not a structured column of this "
+                                 f"model ({', '.join(names)})")
+            i = names.index(name)
             f = self.codec.fields[i]
             fixed[i] = self.codec.encode(i, value if f.kind == "categorical" else float(value))
         return self._rows(self._sample([list(fixed) for _ in range(n)], seed), seed)

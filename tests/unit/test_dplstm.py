@@ -85,6 +85,8 @@ def test_samples_keep_to_the_spec_and_repeat_with_the_seed(model):
 def test_conditions_and_completion_fix_the_prompt(model):
     rows = model.sample(10, seed=1, conditions={"product": "Zenith Router"})
     assert (rows["product"] == "Zenith Router").all()
+    with pytest.raises(ValueError, match="'message'"):
+        model.sample(2, seed=0, conditions={"message": "hello"})
     done = model.complete([{"product": "Nimbus Phone", "rating": 2, "score": 0.5,
                             "message": None}], seed=0)
     assert done[0]["product"] == "Nimbus Phone" and done[0]["rating"] == 2
