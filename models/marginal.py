@@ -133,7 +133,9 @@ class _Marginal(Generator):
             raise ValueError(f"conditions on {sorted(unknown)}: not structured columns of "
                              "this model")
         codes, keep = encode(frame, cols, strict=True)
-        if not keep.all():
+        outside = [c.name for c in cols if c.kind == "numeric" and conditions[c.name] is not None
+                   and not c.low <= float(conditions[c.name]) <= c.high]
+        if not keep.all() or outside:
             raise ValueError(f"conditions {dict(conditions)} hold a value the spec does not "
                              "declare")
         return {k: int(v[0]) for k, v in codes.items()}

@@ -93,14 +93,18 @@ def junction_tree(sizes: Mapping[str, int], model) -> JunctionTree:
 
 
 def choose(scores: np.ndarray, eps: float | None, sensitivity: float,
-           rng: np.random.Generator) -> int:
-    """The exponential mechanism (McSherry & Talwar 2007): index i with probability ∝
-    exp(ε·score_i / (2Δ)); ``eps`` None (non-private): the best score."""
-    if eps is None:
-        return int(np.argmax(scores))
-    logits = eps / (2 * sensitivity) * (scores - np.max(scores))
-    p = np.exp(logits)
-    return int(rng.choice(len(scores), p=p / p.sum()))
+           rng: np.random.Generator, allowed: Callable[[int], bool] = lambda i: True) -> int:
+    """The exponential mechanism (McSherry & Talwar 2007) over the indices ``allowed`` keeps:
+    i with probability ∝ exp(ε·score_i / (2Δ)), drawn as the allowed argmax of the scaled
+    scores plus Gumbel noise (the same distribution), so ``allowed`` — costly for AIM's model
+    size check — runs only until the first hit. ``eps`` None (non-private): the best score."""
+    keys = np.asarray(scores, dtype=float)
+    if eps is not None:
+        keys = eps / (2 * sensitivity) * keys + rng.gumbel(size=keys.shape)
+    for i in np.argsort(-keys, kind="stable"):
+        if allowed(int(i)):
+            return int(i)
+    raise ValueError("no candidate is allowed")
 
 
 def _canonical(names: list[str], clique) -> Clique:
@@ -135,6 +139,7 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
     names = list(sizes)
     domain = mbi.Domain(names, list(sizes.values()))
     candidates = workload(names, cfg.target)
+    order = list(candidates)
     answers = {c: count(codes, sizes, c) for c in candidates}
     rho_1 = cfg.one_way_share * rho if private else 0.0
     sigma_1 = math.sqrt(len(names) / (2 * rho_1)) if private else None
@@ -161,13 +166,16 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
         share = (rho_1 + used) / rho if private else rounds / T
         free = {tuple(s) for c in cliques for r in range(1, len(c) + 1)
                 for s in itertools.combinations(c, r)}
-        allowed = [c for c in candidates if c in free or
-                   mbi.junction_tree.hypothetical_model_size(domain, [*cliques, c])
-                   <= cfg.max_model_size * share]
         bias = math.sqrt(2 / math.pi) * (sigma or 0.0)
-        scores = np.array([candidates[c] * (np.abs(answers[c] - total * tree.project(c).ravel())
-                                            .sum() - bias * answers[c].size) for c in allowed])
-        pick = allowed[choose(scores, eps, max(candidates[c] for c in allowed), rng)]
+        scores = np.array([w * (np.abs(answers[c] - total * tree.project(c).ravel()).sum()
+                                - bias * answers[c].size) for c, w in candidates.items()])
+        # Δ: the largest weight of all candidates (a 1-way one, always allowed: the same as
+        # the paper's largest weight among the allowed ones).
+        limit = cfg.max_model_size * share
+        pick = order[choose(scores, eps, max(candidates.values()), rng,
+                            lambda i, free=free, cliques=cliques, limit=limit: (
+                                order[i] in free or mbi.junction_tree.hypothetical_model_size(
+                                    domain, [*cliques, order[i]]) <= limit))]
         before = total * tree.project(pick).ravel()
         measurements.append(measure(codes, sizes, pick, sigma, rng))
         if private:
@@ -218,8 +226,8 @@ def mst_tree(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generat
     component = {v: i for i, v in enumerate(names)}
     edges: list[Clique] = []
     for _ in range(d - 1):
-        open_ = [i for i, (a, b) in enumerate(pairs) if component[a] != component[b]]
-        a, b = pairs[open_[choose(scores[open_], eps, 1.0, rng)]]
+        a, b = pairs[choose(scores, eps, 1.0, rng,
+                            lambda i, c=component: c[pairs[i][0]] != c[pairs[i][1]])]
         if private:
             events.append(accounting.zcdp(eps**2 / 8))
         old, new = component[b], component[a]
