@@ -57,7 +57,8 @@ def text_model(gen):
     return gen.text if gen.family == "hybrid" else gen
 
 
-def yelp(families: list[str], epsilons: list[float], config: dict, table_family: str) -> dict:
+def yelp(families: list[str], epsilons: list[float], config: dict, table_family: str,
+         save_dir: str | None = None) -> dict:
     df = pd.read_csv(YELP, sep="\t", header=None, names=["sentence", "label"], quoting=3)
     df["label"] = df["label"].astype(str)
     order = np.random.default_rng(0).permutation(len(df))
@@ -76,6 +77,8 @@ def yelp(families: list[str], epsilons: list[float], config: dict, table_family:
             t0 = time.monotonic()
             fit = gen.fit(train, spec, budget, seed=0)
             fit_s = time.monotonic() - t0
+            if save_dir:
+                gen.save(Path(save_dir) / f"{family}-eps{eps:g}")
             synth = gen.sample(len(train), seed=1)
             synth = pd.DataFrame({"sentence": synth["sentence"].astype(str),
                                   "label": synth["label"].astype(str)})
@@ -93,14 +96,15 @@ def yelp(families: list[str], epsilons: list[float], config: dict, table_family:
     return out
 
 
-def demo(epsilon: float, config: dict, anonymized: bool, table_family: str) -> dict:
+def demo(epsilon: float, config: dict, anonymized: bool, table_family: str,
+         save_dir: str | None = None) -> dict:
     """Hybrid on product, channel, rating, city + message; a classifier trained on the synthetic
     messages (label: synthetic product) names the product of real held-out messages."""
     from sklearn.metrics import accuracy_score
 
     from flows.config import _CITIES, _PRODUCTS
 
-    df = pd.read_csv(DEMO, dtype=str, keep_default_na=False)
+    df = pd.read_csv(DEMO, dtype=str)
     source = "raw messages"
     if anonymized:
         try:
@@ -113,20 +117,27 @@ def demo(epsilon: float, config: dict, anonymized: bool, table_family: str) -> d
         except Exception as exc:
             source = f"raw messages (anonymize failed: {type(exc).__name__}: {exc})"
     df = df[["product", "channel", "rating", "city", "message"]].copy()
+    df = df.astype(object).where(df.notna(), None)  # a missing value is None
     df["rating"] = pd.to_numeric(df["rating"])
+    df["message"] = df["message"].fillna("")
     train, test = df.iloc[:2700].reset_index(drop=True), df.iloc[2700:].reset_index(drop=True)
+    # The demo file leaves some values out on purpose (messy input): all nullable.
     spec = TableSpec((
-        FieldSpec("product", "categorical", values=_PRODUCTS),
+        FieldSpec("product", "categorical", values=_PRODUCTS, nullable=True),
         FieldSpec("channel", "categorical",
-                  values=("email", "phone", "chat", "web_form", "social")),
-        FieldSpec("rating", "numeric", low=1, high=5, integer=True),
-        FieldSpec("city", "categorical", values=_CITIES),
+                  values=("email", "phone", "chat", "web_form", "social"), nullable=True),
+        FieldSpec("rating", "numeric", low=1, high=5, integer=True, nullable=True),
+        FieldSpec("city", "categorical", values=_CITIES, nullable=True),
         FieldSpec("message", "text")))
     gen = base.create("hybrid", {"table_family": table_family, "text": config or None})
     t0 = time.monotonic()
     fit = gen.fit(train, spec, Budget(epsilon=epsilon), seed=0)
     fit_s = time.monotonic() - t0
+    if save_dir:
+        gen.save(Path(save_dir) / "demo-hybrid")
     synth = gen.sample(len(train), seed=1)
+    synth = synth[synth["product"].notna()]
+    train, test = train[train["product"].notna()], test[test["product"].notna()]
     clf = classifier(synth["message"].astype(str), synth["product"].astype(str))
     real = classifier(train["message"], train["product"])
     return {"data": f"demo tickets 2700 train / 300 holdout, {source}", "epsilon": fit.epsilon,
@@ -150,10 +161,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="text config key=value")
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--raw", action="store_true", help="demo on the raw messages")
+    parser.add_argument("--save-dir", help="save each fitted model under this folder")
     args = parser.parse_args()
     config = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    result = demo(8.0, config, not args.raw, args.table_family) if args.demo else \
-        yelp(args.families, args.eps, config, args.table_family)
+    result = demo(8.0, config, not args.raw, args.table_family, args.save_dir) if args.demo \
+        else yelp(args.families, args.eps, config, args.table_family, args.save_dir)
     print(json.dumps(result, indent=2, default=str))
 
 
