@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import accounting
 from models.base import Budget, FitResult, Generator, Proposal, TableSpec
-from models.marginal_encoding import Column, decode, encode, log_width, plan_column
+from models.marginal_encoding import Column, decode, encode, log_within, plan_column
 from models.marginal_select import aim_rounds, estimate, junction_tree, mst_tree
 from models.marginal_tree import JunctionTree
 
@@ -153,11 +153,11 @@ class _Marginal(Generator):
 
     def log_prob(self, rows: pd.DataFrame) -> np.ndarray:
         """[len(rows)] log-likelihood (nats): Σ cliques log μ_C − Σ separators log μ_S of the
-        coded record, minus log of each numeric bin's width (whole numbers in it for integer
-        columns); -inf for a record holding a value the spec does not declare."""
+        coded record, plus each numeric value's log density inside its bin (log probability
+        for integer columns); -inf for a record holding a value the spec does not declare."""
         assert self.tree is not None, "fit or load the model first"
         codes, keep = encode(rows, self.columns, strict=True)
-        out = self.tree.log_prob(codes) - log_width(codes, self.columns)
+        out = self.tree.log_prob(codes) + log_within(rows, codes, self.columns)
         return np.where(keep, out, -np.inf)
 
     def _save(self, directory: Path) -> None:

@@ -33,6 +33,10 @@ class Column:
     integer: bool = False
     low: float = 0.0
     high: float = 0.0
+    # The fine grid and its (noisy, cut at 0) counts the quantile bins came from: already
+    # released, they shape the draw inside a bin (uniform within each fine cell).
+    cells: list[float] | None = None
+    mass: list[float] | None = None
 
     @property
     def size(self) -> int:
@@ -108,6 +112,7 @@ def plan_column(f: FieldSpec, x: pd.Series, bins: int, exact_max: int, sigma: fl
     if sigma is not None:
         counts = counts + rng.normal(0.0, sigma, counts.shape)
     col.edges = quantile_edges(grid, counts, bins, f)
+    col.cells, col.mass = [float(g) for g in grid], [float(m) for m in np.maximum(counts, 0)]
     return col, True
 
 
@@ -123,7 +128,8 @@ def encode(table: pd.DataFrame, columns: list[Column], *, strict: bool
         raw = table[col.name]
         if col.kind == "categorical":
             index = {v: i for i, v in enumerate(col.values)}
-            c = np.array([index.get(v, -1) if isinstance(v, str) else -1 for v in raw])
+            c = pd.to_numeric(raw.astype(object).map(index), errors="coerce").fillna(-1)
+            c = c.to_numpy(dtype=np.int64)
         else:
             x = pd.to_numeric(raw, errors="coerce").to_numpy(float)
             inner = np.asarray(col.edges[1:-1])
@@ -142,18 +148,26 @@ def encode(table: pd.DataFrame, columns: list[Column], *, strict: bool
     return codes, keep
 
 
-def _bounds(col: Column) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = np.asarray(col.edges[:-1]), np.asarray(col.edges[1:])
-    if col.integer:
-        lo, hi = np.ceil(lo), np.floor(hi)
-        lo, hi = np.clip(lo, col.low, col.high), np.clip(hi, col.low, col.high)
-    return lo, hi
+def _within(col: Column, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Break points and CDF (0 → 1) of the draw inside numeric bin ``j``: piecewise uniform
+    on the fine cells by their released counts, or uniform without them."""
+    lo, hi = col.edges[j], col.edges[j + 1]
+    if col.cells is None:
+        return np.array([lo, hi]), np.array([0.0, 1.0])
+    grid, mass = np.asarray(col.cells), np.asarray(col.mass)
+    pts = np.unique(np.concatenate([[lo, hi], grid[(grid > lo) & (grid < hi)]]))
+    cell = np.clip(np.searchsorted(grid, (pts[:-1] + pts[1:]) / 2, side="right") - 1,
+                   0, len(mass) - 1)
+    w = mass[cell] / np.diff(grid)[cell] * np.diff(pts)
+    if w.sum() <= 0:
+        w = np.diff(pts)
+    return pts, np.concatenate([[0.0], np.cumsum(w)]) / w.sum()
 
 
 def decode(codes: dict[str, np.ndarray], columns: list[Column], rng: np.random.Generator
            ) -> dict[str, list]:
-    """Values per column: a category's value, or a uniform draw inside a numeric bin (whole
-    numbers for integer columns); the missing code gives None/NaN."""
+    """Values per column: a category's value, or a draw inside a numeric bin (``_within``;
+    rounded for integer columns); the missing code gives None/NaN."""
     out: dict[str, list] = {}
     for col in columns:
         c = codes[col.name]
@@ -163,29 +177,35 @@ def decode(codes: dict[str, np.ndarray], columns: list[Column], rng: np.random.G
             values = np.asarray([*col.values, None], dtype=object)
             out[col.name] = list(np.where(missing, None, values[np.minimum(c, len(values) - 1)]))
             continue
-        lo, hi = _bounds(col)
-        j = np.minimum(c, len(lo) - 1)
-        if col.integer:
-            x = lo[j] + np.floor(u * (hi[j] - lo[j] + 1))
-            x = np.minimum(x, hi[j])
-        else:
-            x = np.clip(lo[j] + u * (hi[j] - lo[j]), col.low, col.high)
+        x = np.zeros(len(c))
+        for j in np.unique(c[~missing]):
+            pts, cdf = _within(col, int(j))
+            x[c == j] = np.interp(u[c == j], cdf, pts)
+        x = np.clip(np.round(x) if col.integer else x, col.low, col.high)
         out[col.name] = [None if m else (int(v) if col.integer else float(v))
                          for m, v in zip(missing, x, strict=True)]
     return out
 
 
-def log_width(codes: dict[str, np.ndarray], columns: list[Column]) -> np.ndarray:
-    """[n] Σ over numeric columns of log(bin width) (whole numbers in it, for integers): the
-    term turning a bin's probability into the density (mass) of one value."""
-    n = len(next(iter(codes.values())))
-    out = np.zeros(n)
+def log_within(table: pd.DataFrame, codes: dict[str, np.ndarray], columns: list[Column]
+               ) -> np.ndarray:
+    """[n] Σ over numeric columns of the log density (integers: log probability) of the value
+    inside its bin: the term turning a bin's probability into that of the value itself."""
+    out = np.zeros(len(table))
     for col in columns:
         if col.kind != "numeric":
             continue
-        lo, hi = _bounds(col)
-        width = hi - lo + 1 if col.integer else hi - lo
         c = codes[col.name]
-        inside = c < len(lo)
-        out += np.where(inside, np.log(np.maximum(width[np.minimum(c, len(lo) - 1)], 1e-12)), 0)
+        x = np.clip(pd.to_numeric(table[col.name], errors="coerce").to_numpy(float),
+                    col.low, col.high)
+        for j in np.unique(c[c < len(col.edges) - 1]):
+            at = (c == j) & ~np.isnan(x)
+            pts, cdf = _within(col, int(j))
+            if col.integer:
+                p = np.interp(x[at] + 0.5, pts, cdf) - np.interp(x[at] - 0.5, pts, cdf)
+            else:
+                seg = np.clip(np.searchsorted(pts, x[at], side="right") - 1, 0, len(pts) - 2)
+                p = (cdf[seg + 1] - cdf[seg]) / (pts[seg + 1] - pts[seg])
+            with np.errstate(divide="ignore"):
+                out[at] += np.log(p)
     return out
