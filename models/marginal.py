@@ -91,6 +91,9 @@ class _Marginal(Generator):
         rho = accounting.rho_for(budget.epsilon, budget.delta, list(budget.prior)) \
             if private else math.inf
         fields = spec.structured
+        if not fields:
+            raise ValueError(f"the {self.family} family models structured columns and the "
+                             "spec has none; use a text family")
         to_plan = [f for f in fields if f.kind == "numeric" and cfg.quantile_share > 0
                    and not (f.integer and f.high - f.low + 1 <= cfg.exact_integer_max)]
         rho_q = cfg.quantile_share * rho if private and to_plan else 0.0
