@@ -36,7 +36,8 @@ from tasks.dpsgd import (  # noqa: F401  (the loop's API, imported from here by 
 )
 from tasks.storage import write_json, write_parquet
 from tasks.train_config import Family, PrivacyConfig, TrainConfig  # noqa: F401
-from tasks.train_family import Stage
+from tasks.train_family import Stage, train_family
+from tasks.train_lm import train_causal_lm
 
 if TYPE_CHECKING:  # the anonymize stage's scrubbing dependencies are heavy
     from tasks.anonymize import AnonymizeConfig
@@ -106,13 +107,9 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
         "audit.canaries": 0 if canaries_path is None else audit.n_canaries * audit.canary_repeats,
     })
     if family == "causal_lm":
-        from tasks.train_lm import train_causal_lm
-
         trained = train_causal_lm(stage, train_df, released, cfg, seed, out, text_cols, resume,
                                   domain)
     else:
-        from tasks.train_family import train_family
-
         trained = train_family(stage, family, train_df, released, cfg, seed, out, domain)
     return {**trained, "holdout_path": str(holdout_path), "train_path": str(train_path),
             "canaries_path": canaries_path, "family": family, "family_reason": reason}
