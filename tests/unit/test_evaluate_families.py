@@ -9,10 +9,17 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from models import base
+from models import base, causal_lm
 from models.base import FieldSpec, FitResult, Proposal, TableSpec
-from tasks.audit import AuditConfig
+from models.causal_lm_family import CausalLM
+from models.records import RecordCodec
+from models.replay import ReplayIndex
+from models.tokenizer import ByteTokenizer
+from tasks import evaluate as evaluate_stage
+from tasks import release
+from tasks.audit import AuditConfig, make_canaries
 from tasks.audit_power import audit_power
 from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.evaluate import EvaluateConfig, audit_table, evaluate, flat_metrics
@@ -177,3 +184,62 @@ def test_the_control_that_copies_its_members_shows_the_audits_power(tmp_path):
     # power is not shown through it, and the summary says which attack fell short.
     assert not power["mia"]["higher"] and not power["has_power"]
     assert "membership inference NOT measurably higher" in power["summary"]
+
+
+def _causal_lm_folder(directory):
+    """An untrained byte-level GPT-2 folder as the train stage writes it (see test_draw)."""
+    torch.manual_seed(0)
+    codec = RecordCodec(("product", "rating", "message"), ("rating",), (1,))
+    cfg = causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=48)
+    replay = ReplayIndex.build(["the parcel never arrived and nobody answered my three calls"])
+    meta = {"codec": codec.to_dict(), "tokenizer": "bytes", "model_config": cfg.model_dump(),
+            "replay": {"ngram_words": 8, "ngrams": len(replay), "columns": ["message"]}}
+
+    def extra(tmp):
+        replay.save(tmp)
+        release.write(LM_CONTRACT, codec.fields, tmp)
+
+    causal_lm.save(causal_lm.build(cfg, ByteTokenizer()), directory, meta, extra=extra)
+    CausalLM.from_folder(directory).save(directory)
+    return directory
+
+
+LM_CONTRACT = DataContract(columns=(
+    ColumnSpec(name="product", role=Role.CATEGORY, allowed=("Nimbus", "Pulse")),
+    ColumnSpec(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
+    ColumnSpec(name="message", role=Role.TEXT)))
+
+
+def _tickets(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    words = ["router", "refund", "late", "broken", "thanks", "screen", "battery", "again"]
+    return pd.DataFrame({"product": rng.choice(["Nimbus", "Pulse"], n),
+                         "rating": rng.integers(1, 6, n),
+                         "message": [" ".join(rng.choice(words, 6)) for _ in range(n)]})
+
+
+def test_the_causal_lm_keeps_perplexity_canaries_and_replay_beside_the_black_box(
+        tmp_path, monkeypatch):
+    # Utility is the same code for every family (tested above); here it would only add time.
+    monkeypatch.setattr(evaluate_stage, "_utility", lambda *args: {})
+    model_dir = _causal_lm_folder(tmp_path / "model")
+    train, holdout = _tickets(40, 0), _tickets(20, 1)
+    train.to_parquet(tmp_path / "train.parquet")
+    holdout.to_parquet(tmp_path / "holdout.parquet")
+    planted = make_canaries(3, np.random.default_rng(0))
+    (tmp_path / "canaries.json").write_text(json.dumps({
+        "secrets": list(planted.secrets), "template": planted.template,
+        "digits": planted.digits, "base_row": {"product": "Nimbus", "rating": 3},
+        "text_column": "message", "repeats": 1}))
+    trained = {"model_dir": str(model_dir), "train_path": str(tmp_path / "train.parquet"),
+               "holdout_path": str(tmp_path / "holdout.parquet"), "epsilon": 8.0,
+               "delta": 1e-5, "canaries_path": str(tmp_path / "canaries.json")}
+    result = evaluate(trained, LM_CONTRACT, EvaluateConfig(samples=2, synthetic_records=10),
+                      AuditConfig(n_candidates=50), seed=3)
+    # An untrained byte model: about as perplexed as the 256 byte values allow.
+    assert 50 < result["perplexity"] < 1000 and result["family"] == "causal_lm"
+    audit = result["audit"]
+    assert audit["canary"]["n_candidates"] == 50 and len(audit["canary"]["exposure"]) == 3
+    assert audit["mia_attack"]["n_members"] == 40 and audit["replay"] is not None
+    assert {"mia", "canary", "dcr", "domias", "replay"} <= set(audit["verdict"])
+    assert "eval.perplexity" in flat_metrics(result)
