@@ -134,7 +134,9 @@ def test_a_table_family_is_served_by_mlflow_models_serve(prefect_api, tmp_path_f
     trained = _run(root, family, demo_csv)
     uri = f"models:/fam-{family}/{trained['model']['version']}"
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": ""}  # the model's own code_paths, not this checkout
+    # The model's own code_paths, not this checkout; the venv's uvicorn on the PATH.
+    env = {**os.environ, "PYTHONPATH": "",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri, "-p",
          str(port), "--env-manager", "local", "--host", "127.0.0.1"],
