@@ -79,6 +79,8 @@ class _Marginal(Generator):
         self.tree: JunctionTree | None = None
 
     def _select_and_measure(self, codes, sizes, rho, rng, private, on_progress):
+        """(mbi measurements, params, privacy events, model to warm-start the final fit or
+        None) of the family's mechanism at ``rho`` on the coded records ``codes``."""
         raise NotImplementedError
 
     def fit(self, table: pd.DataFrame, spec: TableSpec, budget: Budget, *, seed: int,
@@ -110,10 +112,10 @@ class _Marginal(Generator):
         codes, keep = encode(table, self.columns, strict=False)
         codes = {k: v[keep] for k, v in codes.items()}
         sizes = {c.name: c.size for c in self.columns}
-        measurements, params, mech_events = self._select_and_measure(
+        measurements, params, mech_events, warm = self._select_and_measure(
             codes, sizes, rho - rho_q, rng, private, on_progress)
         events += mech_events
-        model = estimate(sizes, measurements, cfg.final_iters)
+        model = estimate(sizes, measurements, cfg.final_iters, warm)
         self.tree = junction_tree(sizes, model)
         self.spec = spec
         eps = accounting.epsilon([*budget.prior, *events], budget.delta, "rdp") \

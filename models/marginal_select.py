@@ -127,7 +127,8 @@ def workload(names: list[str], target: str | None) -> dict[Clique, float]:
 
 def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generator,
                private: bool, cfg, on_progress: Callable[[dict], None]):
-    """AIM's measurements (list of mbi ``LinearMeasurement``), its params and its events.
+    """AIM's measurements (list of mbi ``LinearMeasurement``), its params, its events and the
+    last round's model (a warm start for the final fit).
 
     ``cfg.one_way_share`` of ``rho`` measures every 1-way marginal; the rest runs in rounds of
     ρ_r/T each (T = ``cfg.rounds``): 90 % to a Gaussian measurement, 10 % to the exponential
@@ -192,7 +193,7 @@ def aim_rounds(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Gener
             sigma, eps = sigma / 2, eps * 2
     params = {"rounds": rounds, "sigma_one_way": sigma_1, "measured": chosen,
               "max_model_size_mb": cfg.max_model_size, "candidates": len(candidates)}
-    return measurements, params, events
+    return measurements, params, events, model
 
 
 def independent(ones: list) -> tuple[dict[str, np.ndarray], float]:
@@ -208,9 +209,10 @@ def independent(ones: list) -> tuple[dict[str, np.ndarray], float]:
 
 def mst_tree(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generator,
              private: bool, on_progress: Callable[[dict], None]):
-    """MST's measurements, params and events: ρ/3 on the 1-way marginals, ρ/3 on picking d−1
-    pairs by Kruskal with the exponential mechanism (score: L1 distance between a pair's
-    marginal and the independent model's, sensitivity 1), ρ/3 on the chosen pairs."""
+    """MST's measurements, params, events and None (no model to warm-start from): ρ/3 on the
+    1-way marginals, ρ/3 on picking d−1 pairs by Kruskal with the exponential mechanism
+    (score: L1 distance between a pair's marginal and the independent model's, sensitivity
+    1), ρ/3 on the chosen pairs."""
     names = list(sizes)
     d = len(names)
     third = rho / 3 if private else 0.0
@@ -239,4 +241,4 @@ def mst_tree(codes, sizes: Mapping[str, int], rho: float, rng: np.random.Generat
     on_progress({"round": 1, "cliques": len(edges)})
     params = {"sigma_one_way": sigma_1, "sigma_two_way": sigma_2, "epsilon0": eps,
               "measured": [list(e) for e in edges]}
-    return ones + twos, params, events
+    return ones + twos, params, events, None
