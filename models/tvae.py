@@ -33,15 +33,17 @@ LOG_2PI = math.log(2 * math.pi)
 class TVAEConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Xu et al. use 128-wide layers and a 128-dim latent; half keeps DP-SGD's per-sample
-    # gradients cheap on 2 CPU cores and loses little on tables of tens of columns.
-    latent_dim: int = Field(default=64, ge=1)
-    hidden: tuple[int, ...] = (128, 128)
+    # Xu et al. use two 128-wide layers and a 128-dim latent. DP-SGD's per-sample gradients
+    # cost in proportion to the weights: on bank-full (45,211 rows, 123 encoded columns) a
+    # 1,000-row step took 0.67 CPU s at their size, 0.37 s with one layer; this size and 8
+    # epochs fit in a few minutes on 2 cores.
+    latent_dim: int = Field(default=32, ge=1)
+    hidden: tuple[int, ...] = (128,)
     # Equal-width modes per numeric over its public bounds (models.tabular).
     modes: int = Field(default=10, ge=1)
     # DP-SGD likes large batches: noise per step is fixed, signal grows with the batch.
     batch_size: int = Field(default=1000, ge=1)
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=8, ge=1)
     lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     # Monte Carlo samples of z per record in log_prob's ELBO estimate.
