@@ -25,14 +25,15 @@ def loss_threshold_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray,
 
     Keys: ``auc`` (0.5 = no better than a coin), ``tpr_at_fpr_<x>`` (the highest TPR of any
     threshold whose FPR is at most x), ``n_members``, ``n_nonmembers``. NaN losses are
-    dropped."""
+    dropped; an infinite one (a record the model gives probability 0) ranks past every
+    finite one, as the attack only ranks."""
     members = np.asarray(member_losses, dtype=float)
     nonmembers = np.asarray(nonmember_losses, dtype=float)
     members, nonmembers = members[~np.isnan(members)], nonmembers[~np.isnan(nonmembers)]
     if not members.size or not nonmembers.size:
         raise ValueError("membership inference needs member and non-member losses")
     y = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
-    score = -np.r_[members, nonmembers]
+    score = -stats.rankdata(np.r_[members, nonmembers])  # roc_curve refuses ±inf
     fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
     out = {"auc": float(roc_auc_score(y, score)), "n_members": float(members.size),
            "n_nonmembers": float(nonmembers.size)}

@@ -147,7 +147,7 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     names = gen.spec.names
     holdout = pd.read_parquet(trained["holdout_path"])[names]
     train_df = pd.read_parquet(trained["train_path"])[names]
-    rate = getattr(gen, "perplexity", None)
+    held_out_perplexity = getattr(gen, "perplexity", None)
     n = max(cfg.synthetic_records, cfg.samples)
     draw.set_sampling(gen, {"temperature": cfg.temperature})
     # Drawn exactly as generation draws what it publishes: records with PII, copied training
@@ -158,7 +158,8 @@ def evaluate(trained: dict, contract: DataContract, cfg: EvaluateConfig, audit: 
     result: dict[str, Any] = {
         "epsilon": trained["epsilon"], "delta": trained["delta"], "family": gen.family,
         # Only a likelihood model has one; register and the datasheet read the key.
-        "perplexity": rate(holdout) if rate is not None and len(holdout) else None,
+        "perplexity": held_out_perplexity(holdout)
+        if held_out_perplexity is not None and len(holdout) else None,
         "holdout_records": len(holdout),
         "samples": [record_line(r) for r in plain_rows(synth.head(cfg.samples))],
         # Records that pass every generation check, per record drawn: the share a user of
@@ -214,10 +215,10 @@ def evaluate_task(trained: dict, contract: DataContract, cfg: EvaluateConfig, au
                       f"reports/{name}")
     verdict = result.get("audit", {}).get("verdict", {})
     ppl = result["perplexity"]
-    get_run_logger().info("%s%s %s; held-out perplexity %s; audit %s", prefix,
-                          result["family"], "model", "none (no likelihood)" if ppl is None
-                          else f"{ppl:.3f}", ", ".join(f"{k} {v.split(':')[0]}"
-                                                       for k, v in verdict.items()) or "off")
+    get_run_logger().info(
+        "%s%s model: held-out perplexity %s; audit %s", prefix, result["family"],
+        "none (the family has no likelihood)" if ppl is None else f"{ppl:.3f}",
+        ", ".join(f"{k} {v.split(':')[0]}" for k, v in verdict.items()) or "off")
     return {k: v for k, v in result.items() if k != "samples"}
 
 

@@ -216,3 +216,10 @@ def test_verdict_names_only_gates_with_results_and_uses_a_configured_exposure_li
     assert audit_verdict({"canary": canary}, AuditConfig())["canary"] == "pass"
     assert audit_verdict({"canary": canary}, AuditConfig(exposure_max=7.0))["canary"].startswith(
         "fail: max canary exposure 7.50 bits ≥ 7.00")
+
+
+def test_a_record_the_model_finds_impossible_ranks_last_instead_of_breaking_the_attack():
+    attack = loss_threshold_mia([1.0, 2.0, math.inf], [3.0, math.inf, math.inf, np.nan])
+    assert attack["n_nonmembers"] == 3
+    # Pairs (member, non-member) the member wins, ties half: 3 + 3 + (0 + ½ + ½) = 7 of 9.
+    assert attack["auc"] == pytest.approx((3 + 3 + 1.0) / 9)
