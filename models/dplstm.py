@@ -39,8 +39,9 @@ class DPLSTMConfig(BaseModel):
     embed: int = Field(default=48, ge=4)
     hidden: int = Field(default=96, ge=4)
     layers: int = Field(default=1, ge=1)
-    # The demo's 2,700 tickets at 256 per batch: 11 steps an epoch, about 2–3 minutes on 2
-    # cores for these 5 epochs (Opacus' DPLSTM computes per-sample gradients step by step).
+    # The demo's 2,700 tickets at 256 per batch: 11 steps an epoch, 55 steps in all, aimed at
+    # 2–3 minutes on 2 free cores (Opacus' DPLSTM computes per-sample gradients step by step;
+    # estimated from the review-sentence runs, not yet timed on the demo).
     epochs: int = Field(default=5, ge=1)
     # Expected (Poisson) batch size; large batches give DP-SGD its best signal-to-noise ratio.
     batch_size: int = Field(default=256, ge=1)
@@ -54,8 +55,11 @@ class DPLSTMConfig(BaseModel):
 
 
 class LSTMLM(nn.Module):
-    """Embedding → LSTM → linear head. ``dp``: Opacus' DPLSTM, whose per-sample gradients Opacus
-    computes (its state dict has ``nn.LSTM``'s names, so the fast layer samples afterwards)."""
+    """Embedding → LSTM → linear head, with the record's structured tokens (its prompt) added to
+    the input of every text position: a conditional LM, so each word sees the values directly
+    rather than through a state that DP-SGD's few noisy steps barely train to keep them.
+    ``dp``: Opacus' DPLSTM, whose per-sample gradients Opacus computes (its state dict has
+    ``nn.LSTM``'s names, so the fast layer samples afterwards)."""
 
     def __init__(self, vocab: int, cfg: DPLSTMConfig, dp: bool):
         super().__init__()
@@ -66,9 +70,19 @@ class LSTMLM(nn.Module):
         self.lstm = lstm(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden, vocab)
 
-    def forward(self, ids: torch.Tensor, state=None):
-        """ids [B, T] → logits [B, T, V] and the LSTM state after the last position."""
-        out, state = self.lstm(self.embedding(ids), state)                  # [B, T, H]
+    def forward(self, ids: torch.Tensor, fields: int | None = None, state=None,
+                prompt: torch.Tensor | None = None):
+        """ids [B, T] → logits [B, T, V] and the LSTM state after the last position. Whole
+        records (``fields``: structured tokens after BOS): positions from ``fields`` on get the
+        sum of those tokens' embeddings; one step at a time: ``prompt`` [B, E] is added."""
+        x = self.embedding(ids)                                             # [B, T, E]
+        if fields is not None:
+            prompt = x[:, 1 : 1 + fields].sum(1)                            # [B, E]
+            after = (torch.arange(ids.shape[1]) >= fields).to(x.dtype)      # [T]
+            x = x + after[None, :, None] * prompt[:, None]
+        elif prompt is not None:
+            x = x + prompt[:, None]
+        out, state = self.lstm(x, state)                                    # [B, T, H]
         return self.head(out), state
 
 
@@ -155,6 +169,7 @@ class DPLSTM(Generator):
         else:
             module, loader = net, DPDataLoader.from_data_loader(loader, generator=gen)
         module.train()
+        n_fields = len(self.codec.fields)
         step, loss_sum, loss_n, final_loss = 0, 0.0, 0, math.nan
         while step < steps:
             for (batch,) in loader:
@@ -166,7 +181,7 @@ class DPLSTM(Generator):
                     continue
                 width = int((batch != self.vocab.pad).sum(1).max())
                 batch = batch[:, :width]
-                loss = record_loss(module(batch)[0], batch, self.vocab.pad)
+                loss = record_loss(module(batch, n_fields)[0], batch, self.vocab.pad)
                 loss.backward()
                 optimizer.step()
                 loss_sum, loss_n = loss_sum + loss.item() * len(batch), loss_n + len(batch)
@@ -201,7 +216,8 @@ class DPLSTM(Generator):
         """[N, T-1] log-probability of each token after BOS (0 at padding) and the [N, T-1]
         mask of text positions (words and their EOS)."""
         ids = self._batch(rows)
-        logp = self.net(ids)[0].log_softmax(-1)[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)
+        logits = self.net(ids, len(self.codec.fields))[0][:, :-1]          # [N, T-1, V]
+        logp = logits.log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(2)
         real = ids[:, 1:] != self.vocab.pad
         text = real.clone()
         text[:, : len(self.codec.fields)] = False
@@ -236,9 +252,12 @@ class DPLSTM(Generator):
         token = torch.full((n,), self.vocab.bos, dtype=torch.long)
         out = [[] for _ in range(n)]
         ended = torch.zeros(n, dtype=torch.long)      # text fields finished per row
-        state = None
+        state, prompt = None, torch.zeros(n, self.config.embed)
         for pos in range(n_fields + n_text * (self.config.max_words + 1)):
-            logits, state = self.net(token[:, None], state)
+            if pos:  # the input is a structured token while pos <= n_fields
+                prompt = prompt + self.net.embedding(token) if pos <= n_fields else prompt
+            logits, state = self.net(token[:, None], state=state,
+                                     prompt=prompt if pos >= n_fields else None)
             u = torch.rand(n, generator=gen, dtype=torch.float64)
             mask = self.field_masks[pos] if pos < n_fields else self.text_mask
             token = draw(logits[:, -1] + mask, u, temperature, top_k, top_p)
