@@ -152,8 +152,11 @@ def advice(rejected) -> str:
                 "anonymize settings of the training run before using this model")
     if kind == "condition":
         return "the model rarely produces the conditioned value; condition on a commoner one"
-    return ("most records copy training text: the model memorized its data; train with a "
-            "lower ε or more data")
+    if kind == "replay":
+        return ("most records copy training text: the model memorized its data; train with a "
+                "lower ε or more data")
+    return (f"most candidates were rejected as {reason}: the model is undertrained for this "
+            "data; train longer or with more records")
 
 
 def check_condition(condition: Mapping[str, str], gen: base.Generator,

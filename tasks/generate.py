@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import base
 from tasks import release, tracking
 from tasks.contract import ColumnSpec
 from tasks.draw import (  # noqa: F401  (advice, has_pii, Shard, shard_plan: this stage's API)
@@ -111,7 +112,7 @@ def draw(model, n: int, seed: int, cfg: GenerateConfig, specs: list[ColumnSpec])
     """``draw_records`` with ``cfg``'s sampling settings and condition; ``model``: a generator
     or the pyfunc wrapper around one (the evaluate stage's call until it loads with
     ``models.base.load``)."""
-    gen = getattr(model, "generator", model)
+    gen = model if isinstance(model, base.Generator) else model.generator
     set_sampling(gen, cfg.model_dump(include=set(SAMPLING)))
     return draw_records(gen, n, seed, specs, cfg.condition)
 
