@@ -252,6 +252,7 @@ class DPLSTM(Generator):
         token = torch.full((n,), self.vocab.bos, dtype=torch.long)
         out = [[] for _ in range(n)]
         ended = torch.zeros(n, dtype=torch.long)      # text fields finished per row
+        words = torch.zeros(n, dtype=torch.long)      # words so far in the current text field
         state, prompt = None, torch.zeros(n, self.config.embed)
         for pos in range(n_fields + n_text * (self.config.max_words + 1)):
             if pos:  # the input is a structured token while pos <= n_fields
@@ -264,6 +265,9 @@ class DPLSTM(Generator):
             if pos < n_fields:
                 fixed = torch.tensor([f[pos] if f[pos] is not None else -1 for f in forced])
                 token = torch.where(fixed >= 0, fixed, token)
+            else:  # training cut texts at max_words and ended them there: so does sampling
+                token = torch.where(words >= self.config.max_words, self.vocab.eos, token)
+                words = torch.where(token == self.vocab.eos, 0, words + 1)
             live = ended < n_text
             for i in live.nonzero().squeeze(1).tolist():
                 out[i].append(int(token[i]))
