@@ -1,7 +1,7 @@
 """Person names by rule, as a Presidio recognizer: name lists, word frequency, surname shapes and
 the words around a name that say a person is meant.
 
-spaCy's small English model misses many names in short informal text ("my wife Rosamund Quillfeather", "ask
+spaCy's small English model misses many names in short informal text ("my wife Ros Quill", "ask
 for evander thistlewood", "Szabó Zsófia") and takes capitalized common words for names ("Customer
 Care", "Ya"); these rules find the first kind, judge what the model tags, and tell which texts
 still need the model at all. Word lists live in tasks.pii_name_lists, cue words in
