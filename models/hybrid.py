@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from models import accounting, base
 from models.base import Budget, FitResult, Generator, Proposal, TableSpec
@@ -35,18 +35,12 @@ class HybridConfig(BaseModel):
     # than a quarter of its noise budget.
     table_share: float = Field(default=0.25, gt=0.0, lt=1.0)
 
-    @field_validator("table_family")
+    @field_validator("table_family", "text_family")
     @classmethod
-    def _table(cls, name: str) -> str:
-        if name not in base.TABLE_FAMILIES:
-            raise ValueError(f"table_family {name!r} is not one of {base.TABLE_FAMILIES}")
-        return name
-
-    @field_validator("text_family")
-    @classmethod
-    def _text(cls, name: str) -> str:
-        if name not in base.TEXT_FAMILIES:
-            raise ValueError(f"text_family {name!r} is not one of {base.TEXT_FAMILIES}")
+    def _known(cls, name: str, info: ValidationInfo) -> str:
+        known = base.TABLE_FAMILIES if info.field_name == "table_family" else base.TEXT_FAMILIES
+        if name not in known:
+            raise ValueError(f"{info.field_name} {name!r} is not one of {known}")
         return name
 
 
