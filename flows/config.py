@@ -72,6 +72,8 @@ def demo_anonymize() -> AnonymizeConfig:
                   "ticket_id": "TICKET_ID", "customer_id": "CUSTOMER_ID"},
         # Order numbers link a message to a purchase record and so to a person.
         patterns={"ORDER_ID": r"\bORD-\d{5,}\b"},
+        # A ticket names its customer: the person an erasure request is about.
+        subject_column="customer_id",
     )
 
 

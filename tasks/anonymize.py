@@ -109,6 +109,10 @@ class AnonymizeConfig(BaseModel):
     # Local default only: a random key kept in this file (mode 0600) when the env var is unset.
     # Set to null in production so a missing PRIVGEN_PSEUDONYM_KEY is an error, never a default.
     key_file: Path | None = Path(".privgen/pseudonym.key")
+    # The ID column that names a data subject (a person): erasure requests (`privgen erase`)
+    # and the privacy ledger key on its pseudonyms. None: the contract's only ID column, if it
+    # has exactly one.
+    subject_column: str | None = None
 
 
 @dataclass
@@ -191,6 +195,23 @@ def pseudonymize(values: pd.Series, key: Key, column: str) -> pd.Series:
     codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
     table = pd.array([one(v) for v in uniques.tolist()] + [pd.NA], dtype="string")
     return pd.Series(table[codes], index=values.index, dtype="string")
+
+
+def subject_column(contract: DataContract, cfg: AnonymizeConfig) -> str:
+    """The column whose pseudonyms name data subjects: ``cfg.subject_column``, else the
+    contract's only ID column."""
+    ids = [c.name for c in contract.with_role(Role.ID)]
+    if cfg.subject_column is not None:
+        if cfg.subject_column not in ids:
+            raise ConfigError(f"anonymize.subject_column: {cfg.subject_column!r} is not an ID "
+                              f"column of the data contract (ID columns: "
+                              f"{', '.join(ids) or 'none'})")
+        return cfg.subject_column
+    if len(ids) != 1:
+        raise ConfigError("anonymize.subject_column is not set and the data contract has "
+                          f"{len(ids)} ID columns ({', '.join(ids) or 'none'}); set it to the "
+                          "one that names a person")
+    return ids[0]
 
 
 def operators_for(contract: DataContract, cfg: AnonymizeConfig) -> dict[str, Operator]:
