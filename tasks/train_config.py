@@ -40,6 +40,12 @@ class PrivacyConfig(BaseModel):
     # DP-SGD is calibrated to (1 - share) of target_epsilon; the estimates get the least noise
     # that keeps the composition within target_epsilon, and share/2 of δ for thresholds.
     domain_share: float = Field(default=0.1, gt=0.0, lt=1.0)
+    # The most ε all releases on the same people may compose to (tasks/ledger.py, issue 15):
+    # a run that would cross it is refused before training. None: no lifetime limit.
+    lifetime_budget: float | None = Field(default=None, gt=0.0)
+    # The ID column that names a data subject (the ledger's populations, erasure requests).
+    # None: the contract's one ID column whose values repeat (tasks.ledger.subject_column).
+    subject_column: str | None = None
 
     @field_validator("poisson_sampling")
     @classmethod
