@@ -115,14 +115,18 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
         resume = resume_run_id is not None
         trained = j.stage("train", train_task, anonymized["anonymized_path"], released,
                           cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit,
-                          anonymize=cfg.anonymize, domain=costs)
+                          anonymize=cfg.anonymize, domain=costs,
+                          label=cfg.evaluate.utility_label)
         evaluated = j.stage("evaluate", evaluate_task, trained, released, cfg.evaluate,
                             audit, cfg.seed, d["model"], run_id, anonymize=cfg.anonymize)
         control = None
         if audit.enabled and audit.control and cfg.train.privacy.enabled:
             # The same training without DP: the audit must be able to flag it.
             # The same family, chosen once: the control differs from the model only in DP.
-            plain = cfg.train.model_copy(update={"family": trained.get("family", "causal_lm"),
+            family = trained.get("family", "causal_lm")
+            sections = {family: trained["family_config"]} if trained.get("family_config") \
+                is not None else {}
+            plain = cfg.train.model_copy(update={"family": family, **sections,
                                                  "privacy": cfg.train.privacy.model_copy(
                                                      update={"enabled": False})})
             control_trained = j.stage("control-train",

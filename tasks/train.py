@@ -71,7 +71,7 @@ def plant_canaries(train_df: pd.DataFrame, text_column: str, cfg: AuditConfig,
 def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, seed: int,
                out_dir: str, run_id: str, resume: bool = False, audit: AuditConfig | None = None,
                prefix: str = "", anonymize: AnonymizeConfig | None = None,
-               domain: dict | None = None) -> dict:
+               domain: dict | None = None, label: str | None = None) -> dict:
     """Train ``cfg.family`` (``auto``: chosen from the released columns) on the anonymized
     records. ``anonymize``: the settings that made them; with them, the model's release rules
     (``release.json``: each field's released type, values and form) are built from
@@ -81,13 +81,13 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     training data (``canaries.json`` in ``out_dir``) for families with a likelihood and a text
     column. ``prefix``: put before every MLflow key, so a control model can share the run.
     ``domain``: the domain stage's result (``tasks.domain``): its releases are composed with
-    the family's mechanism into every ε reported."""
+    the family's mechanism into every ε reported. ``label``: the evaluation label, which
+    ``auto`` gives AIM as its target (``spec.resolve_family``)."""
     stage = Stage(run_id, prefix, get_run_logger())
     out = Path(out_dir)
     df = pd.read_parquet(anonymized_path)
     released = contract if anonymize is None else release.released_contract(contract, anonymize)
-    family, reason = (cfg.family, "set in train.family") if cfg.family != "auto" else \
-        spec.choose_family(released, df.columns)
+    family, reason, cfg = spec.resolve_family(cfg, released, df.columns, label)
     stage.logger.info(prefix + "family %s: %s", family, reason)
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")
@@ -112,4 +112,6 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     else:
         trained = train_family(stage, family, train_df, released, cfg, seed, out, domain)
     return {**trained, "holdout_path": str(holdout_path), "train_path": str(train_path),
-            "canaries_path": canaries_path, "family": family, "family_reason": reason}
+            "canaries_path": canaries_path, "family": family, "family_reason": reason,
+            # The section the family ran with (auto's target included), for the control.
+            "family_config": None if family == "causal_lm" else dict(cfg.section(family))}

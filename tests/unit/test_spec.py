@@ -95,3 +95,50 @@ def test_domain_is_read_not_assumed():
     # An estimated domain stays an allowed list: the spec takes it as released.
     col = CITY.model_copy(update={"domain": Domain.ESTIMATED})
     assert spec.table_spec(_contract(col), ["city"]).field("city").values == ("Oslo", "Rome")
+
+
+def _auto(contract, columns, label, **sections):
+    cfg = TrainConfig.model_validate(sections)
+    return spec.resolve_family(cfg, contract, columns, label)
+
+
+@pytest.mark.skipif(not spec.available("aim"), reason="models/marginal.py not installed")
+def test_auto_gives_aim_the_evaluation_label_as_its_target():
+    from models import base
+
+    family, reason, cfg = _auto(_contract(CITY, AGE), ["city", "age"], "city")
+    assert family == "aim" and cfg.aim == {"target": "city"}
+    assert "aim.target city" in reason
+    assert base.create(family, cfg.section(family)).config.target == "city"
+    # No label, or a label that is not a structured column: aim's default workload.
+    assert _auto(_contract(CITY, AGE), ["city", "age"], None)[2].aim == {}
+    assert _auto(_contract(CITY, AGE), ["city", "age"], "message")[2].aim == {}
+
+
+@pytest.mark.skipif(not spec.available("aim"), reason="models/marginal.py not installed")
+def test_a_target_or_family_the_user_set_wins_over_the_label():
+    family, reason, cfg = _auto(_contract(CITY, AGE), ["city", "age"], "city",
+                                aim={"target": "age", "rounds": 4})
+    assert cfg.aim == {"target": "age", "rounds": 4} and "target" not in reason
+    # null is a setting too: no target, even with a label.
+    assert _auto(_contract(CITY, AGE), ["city", "age"], "city",
+                 aim={"target": None})[2].aim == {"target": None}
+    family, reason, cfg = _auto(_contract(CITY, AGE), ["city", "age"], "city", family="aim")
+    assert (family, reason, cfg.aim) == ("aim", "set in train.family", {})
+
+
+@pytest.mark.skipif(not spec.available("hybrid"), reason="models/hybrid.py not installed")
+def test_auto_gives_hybrids_aim_table_part_the_label():
+    from models import base
+
+    family, reason, cfg = _auto(_contract(CITY, TEXT), ["city", "message"], "city",
+                                hybrid={"table": {"rounds": 4}})
+    assert family == "hybrid" and cfg.hybrid["table"] == {"rounds": 4, "target": "city"}
+    assert "hybrid.table.target city" in reason
+    gen = base.create(family, cfg.section(family))
+    gen._parts()
+    assert gen.table.config.target == "city"
+    assert _auto(_contract(CITY, TEXT), ["city", "message"], "city",
+                 hybrid={"table": {"target": None}})[2].hybrid == {"table": {"target": None}}
+    assert _auto(_contract(CITY, TEXT), ["city", "message"], "city",
+                 hybrid={"table_family": "mst"})[2].hybrid == {"table_family": "mst"}
