@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import pii, tracking
+from tasks import pii, subjects, tracking
 from tasks.contract import DataContract, Role
 from tasks.errors import ConfigError, PrivacyError
 from tasks.generalize import (
@@ -165,8 +165,12 @@ def load_key(key_file: Path | None) -> Key:
         secret = key_file.read_text().strip().encode()
     if len(secret) < 16:
         raise PrivacyError("the pseudonymization key is shorter than 16 characters; use 32+")
-    key_id = hmac.new(secret, b"privgen-key-id", hashlib.sha256).hexdigest()[:12]
-    return Key(secret, key_id, created)
+    return Key(secret, key_id(secret), created)
+
+
+def key_id(secret: bytes) -> str:
+    """A key's public name: an HMAC of a constant under it, so it reveals nothing of the key."""
+    return hmac.new(secret, b"privgen-key-id", hashlib.sha256).hexdigest()[:12]
 
 
 def normalize(value: str) -> str:
@@ -405,6 +409,21 @@ def report_markdown(report: AnonymizationReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _record_subjects(kept: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig, key: Key,
+                     run_id: str, logger) -> None:
+    """Which subjects the run trains on, as erasure requests test it (tasks/erasure.py)."""
+    try:
+        column = subject_column(contract, cfg)
+    except ConfigError as exc:
+        if cfg.subject_column is not None:
+            raise
+        logger.warning("no subject record for erasure requests: %s", exc)
+        return
+    n = subjects.record(run_id, pseudonymize(kept[column], key, column).dropna(),
+                                key.key_id, column)
+    logger.info("recorded %d subjects (%s) for erasure requests", n, column)
+
+
 @task(name="anonymize", cache_policy=NO_CACHE)
 def anonymize_task(validated_path: str, contract: DataContract, cfg: AnonymizeConfig,
                    out_dir: str, run_id: str) -> dict:
@@ -422,6 +441,7 @@ def anonymize_task(validated_path: str, contract: DataContract, cfg: AnonymizeCo
     write_json(report.to_dict(), Path(out_dir) / "anonymization_report.json")
     tracking.log_dict(run_id, report.to_dict(), "reports/anonymization_report.json")
     tracking.set_tags(run_id, {"privgen.key_id": report.key_id})
+    _record_subjects(df.loc[out.index], contract, cfg, key, run_id, logger)
     tracking.log_metrics(run_id, {
         "anonymize.rows": report.rows, "anonymize.rows_suppressed": report.rows_suppressed,
         "anonymize.smallest_class": report.smallest_class or 0,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +49,7 @@ class IngestResult:
     columns: list[str]
     rows_unreadable: int = 0
     detected: dict[str, Any] = field(default_factory=dict)
+    rows_erased: int = 0  # rows of subjects who asked to be erased (tasks/erasure.py)
 
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl",
@@ -188,7 +190,7 @@ def reparse(quarantined: pa.Table, names: list[str], detected: dict[str, Any],
     errors: list[str | None] = []
     for i, (raw, reason) in enumerate(zip(raws, reasons, strict=True)):
         code = (reason or "").split(";")[0].strip()
-        error = code if code == "bad_encoding" else None
+        error = code if code in ("bad_encoding", ERASED) else None
         # A line cut off a swallowing quote reads again only with quotes as data: quoted, the
         # csv module would close the quote at the line's end and drop it silently.
         quoted = sources_csv.quote_char(cfg, detected.get("quoting")) is not None
@@ -235,26 +237,49 @@ def _stat_key(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def ingest(cfg: IngestConfig, out_dir: Path) -> IngestResult:
-    """Stream the source into ``out_dir/canonical.parquet``; raise InputError on a bad batch."""
+# The reason code of a row whose subject asked to be erased.
+ERASED = "erased"
+
+
+def suppress(table: pa.Table, mask: np.ndarray, names: list[str]) -> pa.Table:
+    """The rows under ``mask`` marked ``erased`` with every value blanked: the quarantine
+    counts them but keeps no copy of an erased person's data."""
+    keep = pa.array(~mask)
+    for name in [*names, RAW]:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pc.if_else(keep, table[name],
+                                                     pa.nulls(len(table), table[name].type)))
+    errors = pc.if_else(keep, table[INGEST_ERROR], pa.scalar(ERASED, pa.string()))
+    return table.set_column(table.schema.get_field_index(INGEST_ERROR), INGEST_ERROR, errors)
+
+
+def ingest(cfg: IngestConfig, out_dir: Path,
+           erased: Callable[[pa.Table], np.ndarray] | None = None) -> IngestResult:
+    """Stream the source into ``out_dir/canonical.parquet``; raise InputError on a bad batch.
+    ``erased`` gives per chunk the rows to suppress (``tasks.erasure.suppressor``)."""
     path = Path(cfg.path)
     before = _stat_key(path) if cfg.sql is None and path.is_file() else None
     names, chunks, detected = records(cfg)
-    counts = {"rows": 0, "unreadable": 0}
+    counts = {"rows": 0, "unreadable": 0, "erased": 0}
     content = hashlib.sha256()
 
     def write(tmp: Path) -> None:
         writer = None
         try:
             for table in chunks:
+                if cfg.sql is not None:  # the source's digest, before any suppression
+                    content.update(pd.util.hash_pandas_object(
+                        table.drop_columns(list(META)).to_pandas(), index=False).values.tobytes())
+                counts["unreadable"] += table.num_rows - table[INGEST_ERROR].null_count
+                if erased is not None:
+                    mask = erased(table) & pc.is_null(table[INGEST_ERROR]).to_numpy(
+                        zero_copy_only=False)
+                    table = suppress(table, mask, names)
+                    counts["erased"] += int(mask.sum())
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
                 writer.write_table(table)
                 counts["rows"] += table.num_rows
-                counts["unreadable"] += table.num_rows - table[INGEST_ERROR].null_count
-                if cfg.sql is not None:
-                    content.update(pd.util.hash_pandas_object(
-                        table.drop_columns(list(META)).to_pandas(), index=False).values.tobytes())
         finally:
             if writer is not None:
                 writer.close()
@@ -272,32 +297,37 @@ def ingest(cfg: IngestConfig, out_dir: Path) -> IngestResult:
                              "wait until the writer has finished, then run again")
     return IngestResult(canonical_path=str(canonical), source=source, source_digest=digest,
                         rows=counts["rows"], columns=names,
-                        rows_unreadable=counts["unreadable"], detected=detected)
+                        rows_unreadable=counts["unreadable"], detected=detected,
+                        rows_erased=counts["erased"])
 
 
 def report_markdown(result: IngestResult) -> str:
     return (
         "# Ingest\n\n"
         f"- source: `{result.source}`\n- sha256: `{result.source_digest}`\n"
-        f"- rows: {result.rows} ({result.rows_unreadable} unreadable, passed to quarantine)\n"
+        f"- rows: {result.rows} ({result.rows_unreadable} unreadable, {result.rows_erased} "
+        "erased on request: passed to quarantine)\n"
         f"- columns: {', '.join(result.columns)}\n"
         f"- read as: {', '.join(f'{k}={v!r}' for k, v in sorted(result.detected.items()))}\n"
     )
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(cfg: IngestConfig, out_dir: str, run_id: str) -> IngestResult:
-    result = ingest(cfg, Path(out_dir))
+def ingest_task(cfg: IngestConfig, out_dir: str, run_id: str,
+                erased: Callable[[pa.Table], np.ndarray] | None = None) -> IngestResult:
+    result = ingest(cfg, Path(out_dir), erased)
     schema = pq.read_schema(result.canonical_path).empty_table().to_pandas()
     name = (cfg.sql.table or "query") if cfg.sql is not None else Path(result.source).name
     tracking.log_dataset(
         run_id, schema.drop(columns=list(META)), name=name,
         source=result.source, digest=result.source_digest, context="source", rows=result.rows,
-        tags={"rows_unreadable": result.rows_unreadable},
+        tags={"rows_unreadable": result.rows_unreadable, "rows_erased": result.rows_erased},
     )
     tracking.log_params(run_id, {"ingest.source_sha256": result.source_digest,
                                  "ingest.rows": result.rows})
+    tracking.log_metrics(run_id, {"ingest.rows_erased": result.rows_erased})
     create_markdown_artifact(markdown=report_markdown(result), key="ingest-report")
-    get_run_logger().info("ingested %d rows, %d columns (%d unreadable)", result.rows,
-                          len(result.columns), result.rows_unreadable)
+    get_run_logger().info("ingested %d rows, %d columns (%d unreadable, %d erased on request)",
+                          result.rows, len(result.columns), result.rows_unreadable,
+                          result.rows_erased)
     return result
