@@ -21,7 +21,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.config import PipelineConfig
-from tasks import tracking
+from tasks import erasure, tracking
 from tasks.anonymize import anonymize_task
 from tasks.contract import DataContract
 from tasks.domain import domain_task, plan_task
@@ -93,7 +93,8 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
         d = _run_dirs(cfg, run_name)
         j = _Journal(d["journal"])
 
-        ingested = j.stage("ingest", ingest_task, cfg.ingest, d["raw"], run_id)
+        ingested = j.stage("ingest", ingest_task, cfg.ingest, d["raw"], run_id,
+                           erased=erasure.ingest_suppressor(cfg.contract, cfg.anonymize))
         if isinstance(ingested, dict):  # read back from the journal
             ingested = IngestResult(**ingested)
         validated = j.stage("validate", validate_task, ingested.canonical_path, ingested.source,

@@ -14,8 +14,10 @@ import numpy as np
 import pyarrow as pa
 from mlflow.exceptions import MlflowException
 
-from tasks import tracking
-from tasks.anonymize import Key, keyed_pseudonym
+from tasks import keys, tracking
+from tasks.anonymize import AnonymizeConfig, Key, keyed_pseudonym, subject_column
+from tasks.contract import DataContract
+from tasks.errors import ConfigError
 from tasks.ingest import ERASED
 from tasks.subjects import SUBJECTS, Bloom
 
@@ -45,7 +47,7 @@ def requests() -> list[dict]:
     return found
 
 
-def suppressor(column: str, keys: dict[str, Key],
+def suppressor(column: str, held: dict[str, Key],
                recorded: list[dict] | None = None) -> Callable[[pa.Table], np.ndarray] | None:
     """What ingest calls per chunk: a mask of the rows whose ``column`` value is an erased
     subject's, tested under every key still held; None when nothing is to be suppressed."""
@@ -53,7 +55,7 @@ def suppressor(column: str, keys: dict[str, Key],
     wanted: dict[str, set[str]] = {}
     orphaned = 0
     for r in recorded:
-        usable = {k: p for k, p in r["pseudonyms"].items() if k in keys and r["column"] == column}
+        usable = {k: p for k, p in r["pseudonyms"].items() if k in held and r["column"] == column}
         orphaned += not usable
         for key_id, pseudonym in usable.items():
             wanted.setdefault(key_id, set()).add(pseudonym)
@@ -63,7 +65,7 @@ def suppressor(column: str, keys: dict[str, Key],
                     column)
     if not wanted:
         return None
-    makers = {key_id: keyed_pseudonym(keys[key_id], column) for key_id in wanted}
+    makers = {key_id: keyed_pseudonym(held[key_id], column) for key_id in wanted}
 
     def erased(table: pa.Table) -> np.ndarray:
         values = table[column].to_pylist()
@@ -73,6 +75,24 @@ def suppressor(column: str, keys: dict[str, Key],
         return np.array([v in hit for v in values], dtype=bool)
 
     return erased
+
+
+def ingest_suppressor(contract: DataContract,
+                      cfg: AnonymizeConfig) -> Callable[[pa.Table], np.ndarray] | None:
+    """The suppressor for a training run of ``contract``; None without erasure requests or
+    without a subject column (a contract naming no person)."""
+    recorded = requests()
+    if not recorded:
+        return None
+    try:
+        column = subject_column(contract, cfg)
+    except ConfigError:
+        if cfg.subject_column is not None:
+            raise
+        log.warning("%d erasure request(s) recorded, but the contract names no subject column "
+                    "(anonymize.subject_column): nothing suppressed", len(recorded))
+        return None
+    return suppressor(column, keys.held(cfg.key_file), recorded)
 
 
 # ---- lineage: training runs, versions, batches -----------------------------------------------
@@ -158,10 +178,10 @@ def find(pseudonyms: dict[str, str]) -> Affected:
     return affected
 
 
-def erase(raw_id: str, column: str, keys: dict[str, Key]) -> tuple[str, Affected]:
+def erase(raw_id: str, column: str, held: dict[str, Key]) -> tuple[str, Affected]:
     """Answer one erasure request: find what holds the subject, record the request (its
     pseudonym under every held key) and tag what it affects. Returns (request id, affected)."""
-    pseudonyms = {key_id: keyed_pseudonym(key, column)(raw_id) for key_id, key in keys.items()}
+    pseudonyms = {key_id: keyed_pseudonym(key, column)(raw_id) for key_id, key in held.items()}
     affected = find(pseudonyms)
     request = tracking.start_run(EXPERIMENT, time.strftime("erase-%Y%m%d-%H%M%S"),
                                  {"privgen.flow": "erasure"},
