@@ -193,6 +193,16 @@ def markdown(sheet: dict[str, Any]) -> str:
                   f"{_fmt(ca.get('mia_attack', {}).get('auc'))}"]
         if sheet["control"].get("power"):
             lines.append(f"- power: {sheet['control']['power']['summary']}")
+    lines += ["", "## Erasure requests", "", _erasure(sheet.get("erasure"))]
     lines += ["", "## Gates", "", "| gate | verdict |", "|---|---|"]
     lines += [f"| {g} | {v.replace('|', '/')} |" for g, v in sheet["policy"]["gates"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _erasure(state: dict | None) -> str:
+    """``state``: what `privgen erase` wrote into the sheet (tasks/erasure.py), if anything."""
+    if not state or not state.get("requests"):
+        return "- none affects this version (`privgen erase` records them here)"
+    return (f"- **pending**: {len(state['requests'])} request(s) ({', '.join(state['requests'])})"
+            " name a person this version was trained on; retrain without them (the next "
+            "`privgen run` quarantines their rows) and retire this version")
