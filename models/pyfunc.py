@@ -15,6 +15,24 @@ import pandas as pd
 
 ARTIFACT = "model"  # name of the model folder among the pyfunc's artifacts
 
+# What the served model imports, so `mlflow models serve` can build a fresh environment for any
+# family: models/ (mbi, jax and jaxlib for the marginal families, Opacus' DPLSTM layer, PEFT for
+# LoRA models) and tasks/ as the draw uses it (the PII gate's patterns, the release rules).
+# tests/unit/test_pyfunc_requirements.py keeps it complete and pinned as requirements.lock is.
+SERVING_PACKAGES = (
+    "mlflow", "torch", "transformers", "peft", "safetensors", "opacus", "dp-accounting", "numpy",
+    "pandas", "pydantic", "mbi", "jax", "jaxlib", "networkx", "matplotlib", "presidio-analyzer",
+    "spacy", "phonenumbers", "wordfreq",
+)
+
+
+def pip_requirements() -> list[str]:
+    """``SERVING_PACKAGES`` pinned at the installed versions (requirements.lock's), less any
+    local build label: ``torch==2.13.0``, not ``2.13.0+cpu``, which PyPI does not serve."""
+    from importlib import metadata
+
+    return [f"{p}=={metadata.version(p).split('+')[0]}" for p in SERVING_PACKAGES]
+
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     """``generator``: ``models.base.load`` of the model folder; ``specs``: its release rules

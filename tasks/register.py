@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 import models
 import tasks
 from models.base import FAMILY_FILE
-from models.pyfunc import ARTIFACT, GeneratorModel
+from models.pyfunc import ARTIFACT, GeneratorModel, pip_requirements
 from tasks import datasheet, tracking
 from tasks.draw import SAMPLING, SHARD_SIZE
 from tasks.errors import RegistryError
@@ -104,8 +104,7 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
             # The served model draws through tasks.draw (PII gate, release rules) as the
             # generation stage does, so it ships tasks/ beside models/.
             code_paths=[str(Path(models.__file__).parent), str(Path(tasks.__file__).parent)],
-            pip_requirements=[f"{p}=={metadata.version(p)}" for p in
-                              ("mlflow", "torch", "transformers", "pandas", "pydantic")],
+            pip_requirements=pip_requirements(),
         )
     client = tracking.client()
     try:
