@@ -21,7 +21,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.config import PipelineConfig
-from tasks import erasure, tracking
+from tasks import erasure, ledger, tracking
 from tasks.anonymize import anonymize_task
 from tasks.contract import DataContract
 from tasks.domain import domain_task, plan_task
@@ -107,17 +107,22 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                         cfg.anonymize, cfg.train, cfg.seed, run_id, planted=planted)
         plan = j.stage("preflight", preflight_task, anonymized["anonymized_path"], cfg.train,
                        cfg.seed, run_id, planted=planted, domain=costs)
+        spend = j.stage("ledger", ledger.check_task, anonymized["anonymized_path"],
+                        ingested.source_digest, cfg.contract, cfg.anonymize, cfg.train,
+                        cfg.seed, cfg.digest(), run_id, planted=planted)
         if preflight_only:
             status = "FINISHED"
             return {"run_id": run_id, "rows": validated, "preflight": plan}
         domains = j.stage("domain", domain_task, anonymized["anonymized_path"], cfg.contract,
                           costs, cfg.train, cfg.seed, run_id)
+        j.stage("ledger-domains", ledger.record_task, spend, run_id, costs)
         released = DataContract.model_validate(domains["contract"])
         resume = resume_run_id is not None
         trained = j.stage("train", train_task, anonymized["anonymized_path"], released,
                           cfg.train, cfg.seed, d["model"], run_id, resume=resume, audit=audit,
                           anonymize=cfg.anonymize, domain=costs,
                           label=cfg.evaluate.utility_label)
+        spent = j.stage("ledger-train", ledger.record_task, spend, run_id, costs, trained)
         evaluated = j.stage("evaluate", evaluate_task, trained, released, cfg.evaluate,
                             audit, cfg.seed, d["model"], run_id, anonymize=cfg.anonymize)
         control = None
@@ -151,7 +156,7 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                              cfg.promote, run_id,
                              lineage={"source": ingested.source, "validation": validated,
                                       "anonymized_path": anonymized["anonymized_path"],
-                                      "domains": domains["report"]},
+                                      "domains": domains["report"], "ledger": spent},
                              privacy=cfg.train.privacy.model_dump(mode="json"), control=control,
                              power=report["power"] if report else None)
         status = "FINISHED"
