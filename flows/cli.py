@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from flows import cli_erasure
 from flows.environment import apply_defaults
 from flows.shutdown import Stop, Stopped, where, withhold_values_from_prefect_logs
 
@@ -526,6 +527,10 @@ def serve(
     console.print(f"serving {len(deployments)} deployments (training: {train_cron}, "
                   f"generation: {generate_cron}); Ctrl-C to stop")
     prefect_serve(*deployments, print_starting_message=False)
+
+
+app.command(context_settings=cli_erasure.ERASE_CONTEXT)(cli_erasure.erase)
+app.add_typer(cli_erasure.keys_app, name="key")
 
 
 def run_app(debug: bool, stop: Stop | None = None) -> None:

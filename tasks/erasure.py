@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from mlflow.exceptions import MlflowException
 
-from tasks import keys, tracking
+from tasks import datasheet, keys, tracking
 from tasks.anonymize import AnonymizeConfig, Key, keyed_pseudonym, subject_column
 from tasks.contract import DataContract
 from tasks.errors import ConfigError
@@ -154,6 +154,21 @@ def batches_of(versions: Iterable[str]) -> list[dict]:
     return found
 
 
+def outputs_by_key() -> dict[str, dict[str, list]]:
+    """Per key id: the training runs anonymized under it, their versions and batches; what
+    destroying that key makes unlinkable to any person."""
+    runs: dict[str, list[str]] = {}
+    for run in training_runs():
+        key_id = run.data.tags.get("privgen.key_id")
+        if key_id:
+            runs.setdefault(key_id, []).append(run.info.run_id)
+    out = {}
+    for key_id, ids in runs.items():
+        versions = versions_of(ids)
+        out[key_id] = {"runs": ids, "versions": versions, "batches": batches_of(versions)}
+    return out
+
+
 def find(pseudonyms: dict[str, str]) -> Affected:
     """The training runs whose subject filter holds the pseudonym made with their own key
     (``pseudonyms``: key id → the subject's pseudonym under that key), their versions and
@@ -206,15 +221,28 @@ def mark_pending(request: str, affected: Affected) -> None:
     client = tracking.client()
     for ref in affected.versions:
         name, _, version = ref.rpartition("/")
-        tags = client.get_model_version(name, version).tags
-        client.set_model_version_tag(name, version, PENDING,
-                                     _append(tags.get(PENDING), request))
+        mv = client.get_model_version(name, version)
+        pending = _append(mv.tags.get(PENDING), request)
+        client.set_model_version_tag(name, version, PENDING, pending)
+        _update_datasheet(mv.run_id, pending.split(","))
     for batch in affected.batches:
         tags = client.get_run(batch["run_id"]).data.tags
         tracking.set_tags(batch["run_id"], {PENDING: _append(tags.get(PENDING), request)})
     for rid in affected.runs:
         tags = client.get_run(rid).data.tags
         tracking.set_tags(rid, {PENDING: _append(tags.get(PENDING), request)})
+
+
+def _update_datasheet(run_id: str, pending: list[str]) -> None:
+    """The version's datasheet (JSON and markdown, logged at registration) with its erasure
+    state; a run registered before datasheets has none to update."""
+    try:
+        sheet = tracking.download_json(run_id, "datasheet/datasheet.json")
+    except (MlflowException, OSError):
+        return
+    sheet["erasure"] = {"state": "pending", "requests": pending}
+    tracking.log_dict(run_id, sheet, "datasheet/datasheet.json")
+    tracking.log_text(run_id, datasheet.markdown(sheet), "datasheet/datasheet.md")
 
 
 def _append(existing: str | None, request: str) -> str:
