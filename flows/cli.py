@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flows import cli_erasure
+from flows.cli_privacy import budget, promotion_line
 from flows.environment import apply_defaults
 from flows.shutdown import Stop, Stopped, where, withhold_values_from_prefect_logs
 
@@ -445,6 +446,7 @@ def promote(
         return
     out.print(f"[green]{name} version {version} is champion[/] (was "
               f"{entry['from'] or 'none'}; {_why(entry)}); history #{entry['seq']}")
+    out.print(promotion_line(name, version) or "no ledger entry for its training run")
 
 
 @app.command()
@@ -498,6 +500,9 @@ def history(
         table.add_row(str(e["seq"]), e["at"].replace("T", " ").rstrip("Z"), e["actor"],
                       e["action"], f"{e['from'] or '-'} → {e['to']}", _why(e))
     out.print(table if entries else f"no promotions of {name} recorded yet")
+
+
+app.command()(budget)
 
 
 def _why(entry: dict) -> str:

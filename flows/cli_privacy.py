@@ -1,0 +1,89 @@
+"""``privgen budget``: what every release on the same people has spent, from the ledger in
+the MLflow store (``tasks.ledger``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def _finite(value):
+    """JSON has no ∞: a non-private release's unbounded ε is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _eps(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return ("∞" if value > 0 else "-∞") if math.isinf(value) else f"{value:.3f}"
+
+
+def budget(
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="One population: its key (pop-…) or its data's source sha256, or a "
+                          "prefix of either.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output; an "
+                                          "unbounded ε (a non-private release) is null.")] = False,
+    lifetime: Annotated[float | None, typer.Option(
+        "--lifetime", min=0.0, help="Compare with this lifetime budget instead of the "
+                                    "train.privacy.lifetime_budget the newest run of each "
+                                    "population ran under.")] = None,
+) -> None:
+    """Per population of data subjects (the people behind a run's data, keyed without naming
+    anyone): the ε of every DP release on them composed by one accountant, a second
+    accountant's recomputation, the plain sum of the releases' own ε, and what is left of the
+    lifetime budget (train.privacy.lifetime_budget)."""
+    from tasks import ledger
+    from tasks.errors import ConfigError
+
+    rows = ledger.budget(dataset, lifetime)
+    if dataset and not rows:
+        raise ConfigError(f"--dataset {dataset}: no population key or source sha256 in the "
+                          "ledger starts with it; run privgen budget to list them")
+    if as_json:
+        out.print_json(json.dumps(_finite(rows)))
+        return
+    if not rows:
+        out.print("no releases recorded in the ledger yet; privgen run records each one")
+        return
+    table = Table("population", "people by", "releases", "composed ε", "check ε", "plain sum",
+                  "δ", "lifetime", "left")
+    for r in rows:
+        left = r["left"]
+        table.add_row(r["population"], r["basis"], str(r["releases"]), _eps(r["epsilon"]),
+                      _eps(r["epsilon_check"]), _eps(r["plain_sum"]), f"{r['delta']:.1e}",
+                      _eps(r["lifetime_budget"]),
+                      "-" if left is None else f"[red]{_eps(left)}[/]" if left < 0
+                      else _eps(left))
+    out.print(table)
+    out.print(f"composed by {rows[0]['accountant']}" if len(rows) == 1 else
+              "composed ε: one accountant over all events of the population (PRV when all are "
+              "Gaussian, else Rényi DP); check ε: dp-accounting over the same events")
+
+
+def promotion_line(name: str, version: str) -> str | None:
+    """What ``privgen promote`` shows of the ledger: the composed ε of the version's
+    population now, against its lifetime budget."""
+    from tasks import ledger
+
+    row = ledger.of_version(name, version)
+    if row is None:
+        return None
+    left = "" if row["left"] is None else (
+        f", lifetime budget {row['lifetime_budget']:g} ({_eps(row['left'])} left)")
+    return (f"its data subjects (population {row['population']}) have spent ε "
+            f"{_eps(row['epsilon'])} composed over {row['releases']} release(s) (plain sum "
+            f"{_eps(row['plain_sum'])}){left}")
