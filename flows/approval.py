@@ -17,6 +17,7 @@ from tasks.promotion import (
     CHAMPION,
     MAX_REASON,
     PromotionConfig,
+    erasure_pending,
     promote,
     promotion_verdicts,
     refusal,
@@ -52,6 +53,8 @@ def check_gates(name: str, version: str, cfg: RegisterConfig,
     if current == version:
         return current
     _, failed = promotion_verdicts(tags, champion, cfg, policy)
+    if erasure_pending(tags) and not failed:
+        get_run_logger().warning("%s version %s: %s", name, version, erasure_pending(tags))
     if failed:
         # No approval overrides a failed gate; an audited override is `privgen promote --force`.
         raise RegistryError(refusal(name, version, failed, " before asking for approval",

@@ -446,6 +446,8 @@ def promote(
         return
     out.print(f"[green]{name} version {version} is champion[/] (was "
               f"{entry['from'] or 'none'}; {_why(entry)}); history #{entry['seq']}")
+    for warning in entry.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
     out.print(promotion_line(name, version) or "no ledger entry for its training run")
 
 

@@ -47,6 +47,9 @@ class PromotionConfig(BaseModel):
     # Regulated releases need an ops sign-off before a version becomes champion: the promotion
     # flow (flows/approval.py) then pauses until a person approves or rejects in Prefect.
     require_approval: bool = False
+    # A version trained on a person who has since asked to be erased (`privgen erase` tags it
+    # erasure.pending): promotion warns; true refuses it like a failed gate (issue 15).
+    refuse_erasure_pending: bool = False
 
 
 # ---- policy: pure functions of tags and history ----------------------------------------------
@@ -306,7 +309,18 @@ def promotion_verdicts(tags: dict[str, str], champion: tuple[str, dict[str, str]
     ``tags`` champion in place of ``champion`` (version, tags)."""
     verdicts = {**version_gates(tags, cfg),
                 "champion": champion_gate(tags, champion, policy.perplexity_tolerance)}
+    if policy.refuse_erasure_pending and erasure_pending(tags):
+        verdicts["erasure"] = f"fail: {erasure_pending(tags)}"
     return verdicts, {g: v.removeprefix("fail: ") for g, v in verdicts.items() if v != "pass"}
+
+
+def erasure_pending(tags: dict[str, str]) -> str | None:
+    """What a version's ``erasure.pending`` tag means, or None without one."""
+    pending = [r for r in tags.get("erasure.pending", "").split(",") if r]
+    if not pending:
+        return None
+    return (f"erasure request(s) {', '.join(pending)} name a person this version was trained "
+            "on; retrain (later runs suppress them) and promote that version instead")
 
 
 def refusal(name: str, version: str, failed: dict[str, str], when: str, override: str) -> str:
@@ -341,9 +355,11 @@ def promote(name: str, version: str, cfg: RegisterConfig, policy: PromotionConfi
         if failed and not force:
             raise RegistryError(refusal(name, version, failed, "",
                                         "override with --force --reason TEXT"))
+        warning = erasure_pending(tags)
         entry = _append(client, name, rm.tags, {
             "actor": who or actor(), "action": "force-promote" if failed else "promote",
-            "from": current, "to": version, "reason": reason, "gates": verdicts}, fence)
+            "from": current, "to": version, "reason": reason, "gates": verdicts,
+            **({"warnings": [warning]} if warning and "erasure" not in verdicts else {})}, fence)
         _crown(client, name, aliases, version, [*read_history(rm.tags), entry])
     return entry
 
