@@ -36,14 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 import peers_venv  # noqa: E402
-from tabular_privgen import paid_spec, public_spec, run_privgen  # noqa: E402
+from tabular_privgen import paid_spec, public_contract, run_privgen  # noqa: E402
 
 from tasks.fidelity import marginal_tvd, tstr_auc  # noqa: E402
 
 BANK = REPO.parent / "shared" / "data" / "uci_bank_marketing"
 CACHE = REPO / "benchmarks" / "peer_cache"
 RUNS = Path(os.environ.get("PRIVGEN_PEERS_RUNS", Path.home() / ".cache" / "privgen" / "peers"))
-PRIVGEN = ("auto", "aim", "aim_target", "mst", "tvae", "dpctgan", "auto_paid")
+PRIVGEN = ("auto", "aim", "mst", "tvae", "dpctgan", "auto_paid")
 DP_PEERS = ("smartnoise_aim", "smartnoise_mst")
 REFERENCE_PEERS = ("sdv_gaussian_copula", "sdv_ctgan")
 # The evaluator's source is part of a cached score's key: a changed yardstick rescores.
@@ -162,7 +162,7 @@ def plot(rows: list[dict], ceiling: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method in dict.fromkeys(r["method"] for r in rows if "same_as" not in r):
+    for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["epsilon"], r) for r in rows if r["method"] == method and "roc_auc" in r
                      and math.isfinite(r["epsilon"]))
         refs = [r for r in rows if r["method"] == method and "roc_auc" in r
@@ -204,6 +204,31 @@ def log_mlflow(report: dict, png: Path | None) -> None:
             mlflow.log_artifact(str(png))
 
 
+def report(ctx: dict, rows: list[dict], ceiling: dict, epsilons: list[float]) -> dict:
+    """The JSON the benchmark prints."""
+    return {
+        "benchmark": "tabular_peers", "data": ctx["data"], "label": ctx["label"],
+        "train_rows": len(ctx["train"]), "test_rows": len(ctx["test"]), "n": ctx["n"],
+        "seed": ctx["seed"],
+        "delta": ctx["delta"], "train_on_real": {k: round(v, 4) for k, v in ceiling.items()},
+        "assumptions": {
+            "domains": "privgen rows other than auto_paid are given the categories and bounds "
+                       "read from the training split as declared public, the same free "
+                       "knowledge the peers get (smartnoise's LabelTransformer reads categories "
+                       "from the data; its BinTransformer is given the same bounds, so "
+                       "preprocessor_eps is 0). auto_paid estimates them under DP.",
+            "auto": "what the train stage runs for train.family auto with the label as "
+                    "evaluate.utility_label (tasks.spec.resolve_family): a table with no text "
+                    "column → aim, the label as its target; aim: aim's defaults, no target",
+            "tvd": "against the training split; numerics cut at the real deciles "
+                   "(tasks.fidelity_tables.bin_edges), missing a value of its own",
+            "smartnoise_numerics": "smartnoise bins numerics into 10 equal bins within the "
+                                   "bounds and emits bin midpoints",
+            "timing": "wall seconds on a shared 2-core machine; the 1-minute load average "
+                      "beside each row, taken when it finished"},
+        "rows": rows, "acceptance": acceptance(rows, epsilons)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="bank-full")
@@ -235,21 +260,18 @@ def main() -> None:
            "bounds": {c: [float(train[c].min()), float(train[c].max()),
                           bool((train[c] % 1 == 0).all())] for c in numeric}}
     ceiling = tstr_auc(train, test, label, categorical, numeric, seed=args.seed)
-    spec = public_spec(train, categorical, numeric)
+    contract = public_contract(train, categorical, numeric)
     rows: list[dict] = []
     for method in methods:
         for eps in [None] if method in REFERENCE_PEERS else epsilons:
             started = time.monotonic()
             try:
-                twin = next((r for r in rows if r["epsilon"] == eps and "roc_auc" in r
-                             and {r["method"], method} == {"aim", "auto"}), None)
-                if twin is not None:  # auto is aim with its default config: same fit
-                    row = {**twin, "method": method, "same_as": twin["method"]}
-                elif method in PRIVGEN:
-                    synth, row = run_privgen(method, train, spec, eps, delta, n, args.seed,
+                if method in PRIVGEN:
+                    synth, row = run_privgen(method, train, contract, eps, delta, n, args.seed,
                                              label=label, quick=args.quick,
                                              paid=paid_spec if method == "auto_paid" else None)
                     row |= score(synth, train, test, label, categorical, numeric, args.seed)
+                    row["load_average"] = round(os.getloadavg()[0], 1)
                 elif method in (*DP_PEERS, *REFERENCE_PEERS):
                     options = {"epochs": 5 if args.quick else args.ctgan_epochs} \
                         if method == "sdv_ctgan" else {}
@@ -262,31 +284,17 @@ def main() -> None:
                        "seconds": round(time.monotonic() - started, 1)}
             rows.append(row)
             print(json.dumps(row, default=str), file=sys.stderr, flush=True)
+            if args.out:  # so far, for a run cut short
+                args.out.write_text(json.dumps(report(ctx, rows, ceiling, epsilons),
+                                               indent=2, default=str) + "\n")
 
-    report = {
-        "benchmark": "tabular_peers", "data": ctx["data"], "label": label,
-        "train_rows": len(train), "test_rows": len(test), "n": n, "seed": args.seed,
-        "delta": delta, "train_on_real": {k: round(v, 4) for k, v in ceiling.items()},
-        "assumptions": {
-            "domains": "privgen rows other than auto_paid are given the categories and bounds "
-                       "read from the training split as declared public, the same free "
-                       "knowledge the peers get (smartnoise's LabelTransformer reads categories "
-                       "from the data; its BinTransformer is given the same bounds, so "
-                       "preprocessor_eps is 0). auto_paid estimates them under DP.",
-            "auto": "issue 13's rule (tasks.spec.choose_family): a table with no text "
-                    "column → aim, with its default config; aim_target: aim told the label",
-            "tvd": "against the training split; numerics cut at the real deciles "
-                   "(tasks.fidelity_tables.bin_edges), missing a value of its own",
-            "smartnoise_numerics": "smartnoise bins numerics into 10 equal bins within the "
-                                   "bounds and emits bin midpoints",
-            "timing": "wall seconds on a shared 2-core machine; load_average beside each peer"},
-        "rows": rows, "acceptance": acceptance(rows, epsilons)}
+    result = report(ctx, rows, ceiling, epsilons)
     if args.plot:
         plot(rows, ceiling["roc_auc"], args.plot)
-        report["plot"] = str(args.plot)
+        result["plot"] = str(args.plot)
     if args.mlflow:
-        log_mlflow(report, args.plot)
-    text = json.dumps(report, indent=2, default=str)
+        log_mlflow(result, args.plot)
+    text = json.dumps(result, indent=2, default=str)
     if args.out:
         args.out.write_text(text + "\n")
     sys.stdout.write(text + "\n")

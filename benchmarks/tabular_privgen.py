@@ -1,6 +1,6 @@
-"""privgen's side of ``tabular_peers.py``: the table spec (declared public, or paid for under
-DP with the domain stage's own mechanisms) and one family's fit and sample through
-``models.base.create``.
+"""privgen's side of ``tabular_peers.py``: the contract and table spec (declared public, or
+paid for under DP with the domain stage's own mechanisms) and one family's fit and sample
+through ``models.base.create``, ``auto`` resolved as the train stage resolves it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from scipy.stats import norm
 
 from models import accounting, base
 from models.base import Budget, FieldSpec, TableSpec
+from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks.spec import resolve_family, table_spec
+from tasks.train_config import TrainConfig
 
 # The families' own quick settings for --quick (only fields a family's config has are set).
 QUICK = {"epochs": 2, "rounds": 4, "round_iters": 50}
@@ -22,16 +25,24 @@ QUICK = {"epochs": 2, "rounds": 4, "round_iters": 50}
 DOMAIN_SHARE = 0.1
 
 
-def public_spec(train: pd.DataFrame, categorical: list[str], numeric: list[str]) -> TableSpec:
-    """Categories and bounds read off the training split, taken as declared public: the free
-    knowledge the peers get too."""
-    fields = [FieldSpec(c, "categorical", values=tuple(sorted(train[c].dropna().astype(str)
-                                                                .unique())),
-                        nullable=bool(train[c].isna().any())) for c in categorical]
-    fields += [FieldSpec(c, "numeric", low=float(train[c].min()), high=float(train[c].max()),
-                         integer=bool((train[c].dropna() % 1 == 0).all()),
-                         nullable=bool(train[c].isna().any())) for c in numeric]
-    return TableSpec(tuple(fields))
+def public_contract(train: pd.DataFrame, categorical: list[str],
+                    numeric: list[str]) -> DataContract:
+    """Categories and bounds read off the training split, declared public: the free knowledge
+    the peers get too."""
+    columns = [ColumnSpec(name=c, role=Role.CATEGORY, nullable=bool(train[c].isna().any()),
+                          allowed=tuple(sorted(train[c].dropna().astype(str).unique())))
+               for c in categorical]
+    for c in numeric:
+        x = train[c].dropna()
+        columns.append(ColumnSpec(name=c, role=Role.NUMERIC, nullable=bool(train[c].isna().any()),
+                                  dtype=DType.INTEGER if (x % 1 == 0).all() else DType.FLOAT,
+                                  min=float(x.min()), max=float(x.max())))
+    return DataContract(columns=tuple(columns))
+
+
+def public_spec(contract: DataContract) -> TableSpec:
+    """The table spec the train stage builds from ``contract`` (``tasks.spec.table_spec``)."""
+    return table_spec(contract, contract.names)
 
 
 def paid_spec(train: pd.DataFrame, spec: TableSpec, epsilon: float, delta: float,
@@ -77,20 +88,23 @@ def paid_spec(train: pd.DataFrame, spec: TableSpec, epsilon: float, delta: float
     return table, TableSpec(tuple(fields)), prior, family_delta, report
 
 
-def run_privgen(method: str, train: pd.DataFrame, spec: TableSpec, epsilon: float,
+def run_privgen(method: str, train: pd.DataFrame, contract: DataContract, epsilon: float,
                 delta: float, n: int, seed: int, *, label: str, quick: bool = False,
                 paid: Callable | None = None) -> tuple[pd.DataFrame, dict]:
-    """Fit ``method`` (a table family; ``auto`` and ``auto_paid``: the family issue 13's rule
-    picks for a table with no text column, aim, with its default config; ``aim_target``: aim
-    told the label column) at ``epsilon``, ``delta`` and sample ``n`` rows. Returns the
-    synthetic frame and the row's figures (seconds, ε spent as the family reports it)."""
-    family = {"auto": "aim", "auto_paid": "aim", "aim_target": "aim"}.get(method, method)
-    fields = base.family_class(family).config_class.model_fields
-    config = {k: v for k, v in QUICK.items() if k in fields} if quick else {}
-    if method == "aim_target":
-        config["target"] = label
+    """Fit ``method`` (a table family; ``auto`` and ``auto_paid``: what the train stage runs
+    for ``train.family: auto`` with ``label`` as the evaluation label, through the same
+    ``tasks.spec.resolve_family``) at ``epsilon``, ``delta`` and sample ``n`` rows. Returns
+    the synthetic frame and the row's figures (seconds, ε spent as the family reports it)."""
+    spec = public_spec(contract)
+    cfg = TrainConfig(family="auto" if method in ("auto", "auto_paid") else method)
+    family, reason, cfg = resolve_family(cfg, contract, spec.names, label)
+    config = dict(cfg.section(family))
+    if quick:
+        fields = base.family_class(family).config_class.model_fields
+        config |= {k: v for k, v in QUICK.items() if k in fields}
     prior: tuple[dict, ...] = ()
-    row: dict = {"method": method, "family": family, "epsilon": epsilon, "private": True}
+    row: dict = {"method": method, "family": family, "family_reason": reason,
+                 "epsilon": epsilon, "private": True}
     if paid is not None:
         train, spec, prior, delta, row["domains"] = paid(train, spec, epsilon, delta, seed)
     gen = base.create(family, config or None)
