@@ -225,7 +225,8 @@ def report(ctx: dict, rows: list[dict], ceiling: dict, epsilons: list[float]) ->
             "smartnoise_numerics": "smartnoise bins numerics into 10 equal bins within the "
                                    "bounds and emits bin midpoints",
             "timing": "wall seconds on a shared 2-core machine; the 1-minute load average "
-                      "beside each row, taken when it finished"},
+                      "beside each row, taken when it finished; privgen rows add the CPU "
+                      "seconds of the process (all threads), which the load hardly changes"},
         "rows": rows, "acceptance": acceptance(rows, epsilons)}
 
 
