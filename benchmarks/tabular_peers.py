@@ -222,6 +222,16 @@ def report(ctx: dict, rows: list[dict], ceiling: dict, epsilons: list[float]) ->
                     "column → aim, the label as its target; aim: aim's defaults, no target",
             "tvd": "against the training split; numerics cut at the real deciles "
                    "(tasks.fidelity_tables.bin_edges), missing a value of its own",
+            "smartnoise_aim": "smartnoise-synth 1.0.8's AIM with its defaults (the only "
+                              "settings run): up to 16·d rounds (272 on bank-full), each "
+                              "re-fitting the model by mbi 1.1's mirror descent from zero "
+                              "potentials for 1,000 line-searched iterations (the authors' "
+                              "private-pgm AIM warm-starts each round) with the log-space "
+                              "message passing that materializes junction-tree super-cliques, "
+                              "a new JAX program compiled per round as the cliques change, and "
+                              "a model-size cap of 80 MB that sums clique sizes, not the "
+                              "junction tree's; a run that outlives --peer-timeout is reported "
+                              "as not finished with that timeout",
             "smartnoise_numerics": "smartnoise bins numerics into 10 equal bins within the "
                                    "bounds and emits bin midpoints",
             "timing": "wall seconds on a shared 2-core machine; the 1-minute load average "
