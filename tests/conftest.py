@@ -6,6 +6,7 @@ Set before any test module imports prefect or mlflow, which read these on first 
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,48 @@ def pretrained_dir(tmp_path_factory) -> Path:
     GPT2LMHeadModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@dataclass(frozen=True)
+class TinyLM:
+    """A saved causal-LM model folder and what it was trained under."""
+
+    folder: Path  # as the train stage writes it, family.json included
+    legacy: Path  # the same as saved before family.json existed
+    contract: object  # tasks.contract.DataContract: product, rating 1-5, message
+    fields: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> TinyLM:
+    """An untrained byte-level GPT-2 (one layer) with its replay index and release rules."""
+    import torch
+
+    from models import causal_lm
+    from models.causal_lm_family import CausalLM
+    from models.records import RecordCodec
+    from models.replay import ReplayIndex
+    from models.tokenizer import ByteTokenizer
+    from tasks import release
+    from tasks.contract import ColumnSpec, DataContract, DType, Role
+
+    codec = RecordCodec(("product", "rating", "message"), ("rating",), (1,))
+    contract = DataContract(columns=(
+        ColumnSpec(name="product", role=Role.CATEGORY, allowed=("Nimbus", "Pulse")),
+        ColumnSpec(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
+        ColumnSpec(name="message", role=Role.TEXT)))
+    cfg = causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=48)
+    replay = ReplayIndex.build(["the parcel never arrived and nobody answered my three calls"])
+    meta = {"codec": codec.to_dict(), "tokenizer": "bytes", "model_config": cfg.model_dump(),
+            "replay": {"ngram_words": 8, "ngrams": len(replay), "columns": ["message"]}}
+
+    def extra(tmp):
+        replay.save(tmp)
+        release.write(contract, codec.fields, tmp)
+
+    root = tmp_path_factory.mktemp("tiny-lm")
+    for directory in (root / "model", root / "legacy"):
+        torch.manual_seed(0)
+        causal_lm.save(causal_lm.build(cfg, ByteTokenizer()), directory, meta, extra=extra)
+    CausalLM.from_folder(root / "model").save(root / "model")
+    return TinyLM(root / "model", root / "legacy", contract, codec.fields)

@@ -9,43 +9,13 @@ import torch
 from models import base, causal_lm
 from models.causal_lm_family import CausalLM
 from models.pyfunc import GeneratorModel
-from models.records import RecordCodec
-from models.replay import ReplayIndex
-from models.tokenizer import ByteTokenizer
 from tasks import draw, release
-from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import GenerationError
-
-CODEC = RecordCodec(("product", "rating", "message"), ("rating",), (1,))
-CONTRACT = DataContract(columns=(
-    ColumnSpec(name="product", role=Role.CATEGORY, allowed=("Nimbus", "Pulse")),
-    ColumnSpec(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
-    ColumnSpec(name="message", role=Role.TEXT)))
-
-
-def save_tiny(directory, family_json=True):
-    """An untrained byte-level GPT-2 folder as the train stage writes it."""
-    torch.manual_seed(0)
-    cfg = causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=48)
-    model = causal_lm.build(cfg, ByteTokenizer())
-    replay = ReplayIndex.build(["the parcel never arrived and nobody answered my three calls"])
-    meta = {"codec": CODEC.to_dict(), "tokenizer": "bytes", "model_config": cfg.model_dump(),
-            "replay": {"ngram_words": 8, "ngrams": len(replay), "columns": ["message"]}}
-
-    def extra(tmp):
-        replay.save(tmp)
-        release.write(CONTRACT, CODEC.fields, tmp)
-
-    causal_lm.save(model, directory, meta, extra=extra)
-    if family_json:
-        gen = CausalLM.from_folder(directory)
-        gen.save(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("lm") / "model")
+def folder(tiny_lm):
+    return tiny_lm.folder
 
 
 def test_a_causal_lm_folder_loads_as_a_generator_with_its_spec(folder):
@@ -109,9 +79,9 @@ def test_the_pyfunc_predict_gives_the_shards_the_generation_stage_draws(folder):
     assert list(out.columns) == ["product", "rating", "message"]
 
 
-def test_a_folder_saved_before_family_json_still_loads(tmp_path):
-    gen, specs = draw.load(save_tiny(tmp_path / "old", family_json=False))
-    assert gen.family == "causal_lm" and [s.name for s in specs] == list(CODEC.fields)
+def test_a_folder_saved_before_family_json_still_loads(tiny_lm):
+    gen, specs = draw.load(tiny_lm.legacy)
+    assert gen.family == "causal_lm" and [s.name for s in specs] == list(tiny_lm.fields)
 
 
 def test_log_prob_is_the_sum_of_token_losses_and_perplexity_their_mean(folder):

@@ -9,16 +9,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from models import base, causal_lm
+from models import base
 from models.base import FieldSpec, FitResult, Proposal, TableSpec
-from models.causal_lm_family import CausalLM
-from models.records import RecordCodec
-from models.replay import ReplayIndex
-from models.tokenizer import ByteTokenizer
 from tasks import evaluate as evaluate_stage
-from tasks import release
 from tasks.audit import AuditConfig, make_canaries
 from tasks.audit_power import audit_power
 from tasks.contract import ColumnSpec, DataContract, DType, Role
@@ -134,6 +128,10 @@ def test_aim_on_thirty_rows_gets_utility_and_every_audit_it_allows(tmp_path):
     metrics = flat_metrics(result)
     assert "eval.perplexity" not in metrics and "audit.dcr_attack.auc" in metrics
     assert "eval.marginals.tvd_1way_mean" in metrics and "audit.domias.auc_bound" in metrics
+    # Each column's 1-way TVD (issue 13 compares them across families), averaging to the mean.
+    per = {k: v for k, v in metrics.items() if k.startswith("eval.marginals.tvd_1way.")}
+    assert {k.rsplit(".", 1)[1] for k in per} == {f.name for f in SPEC.structured}
+    assert math.isclose(sum(per.values()) / len(per), metrics["eval.marginals.tvd_1way_mean"])
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     json.dumps(result, allow_nan=True)
     table = audit_table({"DP model": result})
@@ -186,30 +184,6 @@ def test_the_control_that_copies_its_members_shows_the_audits_power(tmp_path):
     assert "membership inference NOT measurably higher" in power["summary"]
 
 
-def _causal_lm_folder(directory):
-    """An untrained byte-level GPT-2 folder as the train stage writes it (see test_draw)."""
-    torch.manual_seed(0)
-    codec = RecordCodec(("product", "rating", "message"), ("rating",), (1,))
-    cfg = causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=48)
-    replay = ReplayIndex.build(["the parcel never arrived and nobody answered my three calls"])
-    meta = {"codec": codec.to_dict(), "tokenizer": "bytes", "model_config": cfg.model_dump(),
-            "replay": {"ngram_words": 8, "ngrams": len(replay), "columns": ["message"]}}
-
-    def extra(tmp):
-        replay.save(tmp)
-        release.write(LM_CONTRACT, codec.fields, tmp)
-
-    causal_lm.save(causal_lm.build(cfg, ByteTokenizer()), directory, meta, extra=extra)
-    CausalLM.from_folder(directory).save(directory)
-    return directory
-
-
-LM_CONTRACT = DataContract(columns=(
-    ColumnSpec(name="product", role=Role.CATEGORY, allowed=("Nimbus", "Pulse")),
-    ColumnSpec(name="rating", dtype=DType.INTEGER, role=Role.NUMERIC, min=1, max=5),
-    ColumnSpec(name="message", role=Role.TEXT)))
-
-
 def _tickets(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     words = ["router", "refund", "late", "broken", "thanks", "screen", "battery", "again"]
@@ -219,10 +193,9 @@ def _tickets(n: int, seed: int) -> pd.DataFrame:
 
 
 def test_the_causal_lm_keeps_perplexity_canaries_and_replay_beside_the_black_box(
-        tmp_path, monkeypatch):
+        tiny_lm, tmp_path, monkeypatch):
     # Utility is the same code for every family (tested above); here it would only add time.
     monkeypatch.setattr(evaluate_stage, "_utility", lambda *args: {})
-    model_dir = _causal_lm_folder(tmp_path / "model")
     train, holdout = _tickets(40, 0), _tickets(20, 1)
     train.to_parquet(tmp_path / "train.parquet")
     holdout.to_parquet(tmp_path / "holdout.parquet")
@@ -231,10 +204,10 @@ def test_the_causal_lm_keeps_perplexity_canaries_and_replay_beside_the_black_box
         "secrets": list(planted.secrets), "template": planted.template,
         "digits": planted.digits, "base_row": {"product": "Nimbus", "rating": 3},
         "text_column": "message", "repeats": 1}))
-    trained = {"model_dir": str(model_dir), "train_path": str(tmp_path / "train.parquet"),
+    trained = {"model_dir": str(tiny_lm.folder), "train_path": str(tmp_path / "train.parquet"),
                "holdout_path": str(tmp_path / "holdout.parquet"), "epsilon": 8.0,
                "delta": 1e-5, "canaries_path": str(tmp_path / "canaries.json")}
-    result = evaluate(trained, LM_CONTRACT, EvaluateConfig(samples=2, synthetic_records=10),
+    result = evaluate(trained, tiny_lm.contract, EvaluateConfig(samples=2, synthetic_records=10),
                       AuditConfig(n_candidates=50), seed=3)
     # An untrained byte model: about as perplexed as the 256 byte values allow.
     assert 50 < result["perplexity"] < 1000 and result["family"] == "causal_lm"
