@@ -26,7 +26,7 @@ from models.base import Budget, FitResult, Generator, Proposal, TableSpec
 from models.replay import ReplayIndex
 from models.vocab import RecordCodec, Vocabulary
 
-WEIGHTS, VOCAB = "dplstm.safetensors", "vocab.json"
+WEIGHTS, VOCAB, GUIDANCE = "dplstm.safetensors", "vocab.json", "guidance.safetensors"
 
 
 class DPLSTMConfig(BaseModel):
@@ -52,6 +52,13 @@ class DPLSTMConfig(BaseModel):
     bins: int = Field(default=10, ge=2)
     # Length of the word sequences a sampled text may not share with the training text.
     replay_n: int = Field(default=8, ge=3)
+    # Keyword guidance (models.guidance): the share of the ρ left for this model spent on a
+    # Gaussian histogram of which words each structured value's texts use (0: none); the
+    # distinct words a record adds to it (its sensitivity is √(fields · words)); and the weight
+    # of its log-ratios added to the next-word logits when sampling.
+    guidance_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+    guidance_words: int = Field(default=32, ge=1)
+    guidance_weight: float = Field(default=1.0, ge=0.0)
 
 
 class LSTMLM(nn.Module):
@@ -156,11 +163,13 @@ class DPLSTM(Generator):
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data),
                                              batch_size=max(1, round(q * n)), generator=gen)
-        sigma, events = 0.0, []
+        prior = list(budget.prior) if budget.enabled else []
+        events, guidance_params = self._fit_guidance(rows, budget, prior, seed)
+        sigma = 0.0
         if budget.enabled:
-            sigma = accounting.noise_for(budget.epsilon, budget.delta, list(budget.prior), q,
+            sigma = accounting.noise_for(budget.epsilon, budget.delta, prior + events, q,
                                          steps, budget.accountant)
-            events = [accounting.gaussian(sigma, q, steps)]
+            events = [*events, accounting.gaussian(sigma, q, steps)]
             module, optimizer, loader = PrivacyEngine(secure_mode=budget.secure_mode)\
                 .make_private(module=net, optimizer=optimizer, data_loader=loader,
                               noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm,
@@ -195,7 +204,6 @@ class DPLSTM(Generator):
         self.net.eval()
         self.replay = ReplayIndex.build((t for f in spec.text for t in table[f.name]),
                                         cfg.replay_n)
-        prior = list(budget.prior) if budget.enabled else []
         eps = accounting.epsilon(prior + events, budget.delta, budget.accountant) \
             if budget.enabled else math.inf
         self.fit_result = FitResult(
@@ -207,8 +215,56 @@ class DPLSTM(Generator):
             if budget.enabled else None,
             params={"vocabulary": f"public (wordfreq top-{cfg.vocab_k} + released values)",
                     "vocab_size": self.n_tokens, "sigma": sigma, "sample_rate": q,
-                    "steps": steps, "max_grad_norm": budget.max_grad_norm})
+                    "steps": steps, "max_grad_norm": budget.max_grad_norm,
+                    **guidance_params})
         return self.fit_result
+
+    def _fit_guidance(self, rows: list[dict], budget: Budget, prior: list[dict],
+                      seed: int) -> tuple[list[dict], dict]:
+        """The keyword-guidance table (``self.guidance`` [structured tokens, V], or None) and
+        its privacy events: ρ = share · the ρ a zCDP release could spend alone after ``prior``
+        (Gaussian mechanism, models.guidance); exact counts for a non-private model."""
+        from models import guidance
+
+        cfg, self.guidance = self.config, None
+        if cfg.guidance_share <= 0 or not self.codec.fields:
+            return [], {}
+        offset = len(self.vocab)
+        prefixes = np.array([self.codec.prefix(r) for r in rows], dtype=np.int64) - offset
+        texts = [[w for f in self.spec.text
+                  for w in self.vocab.encode(r.get(f.name) if isinstance(r.get(f.name), str)
+                                             else "")[: cfg.max_words]] for r in rows]
+        eligible = self._eligible()
+        counts = guidance.word_counts(prefixes, texts, self.codec.size, eligible,
+                                      cfg.guidance_words)
+        events, sigma = [], 0.0
+        if budget.enabled:
+            rho = cfg.guidance_share * accounting.rho_for(budget.epsilon, budget.delta, prior)
+            counts, sigma = guidance.release(counts, len(self.codec.fields), cfg.guidance_words,
+                                             rho, np.random.default_rng(seed))
+            events = [accounting.zcdp(rho)]
+        fields = [range(self.codec.starts[i] - offset, self.codec.starts[i + 1] - offset)
+                  for i in range(len(self.codec.fields))]
+        # Without noise a pseudo-count of ½ stands in for the noise scale.
+        self.guidance = torch.tensor(guidance.bias_table(counts, fields, max(sigma, 0.25),
+                                                         eligible), dtype=torch.float32)
+        return events, {"guidance_rho": events[0]["rho"] if events else None,
+                        "guidance_sigma": sigma, "guidance_words": cfg.guidance_words}
+
+    def _eligible(self) -> np.ndarray:
+        """[V] whether a vocabulary token is a word or placeholder (what guidance counts)."""
+        return np.array([i not in (self.vocab.pad, self.vocab.bos, self.vocab.eos,
+                                   self.vocab.unk) and (t[:1].isalpha() or t.startswith("<"))
+                         for i, t in enumerate(self.vocab.tokens)])
+
+    def _coverage(self, prefixes: torch.Tensor):
+        """The guidance bias for rows with structured tokens ``prefixes`` [B, F], or None."""
+        from models.guidance import Coverage
+
+        if getattr(self, "guidance", None) is None or self.config.guidance_weight == 0:
+            return None
+        return Coverage(self.guidance, prefixes - len(self.vocab), self.config.guidance_weight,
+                        self.n_tokens)
 
     # -- likelihood -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,7 +272,13 @@ class DPLSTM(Generator):
         """[N, T-1] log-probability of each token after BOS (0 at padding) and the [N, T-1]
         mask of text positions (words and their EOS)."""
         ids = self._batch(rows)
-        logits = self.net(ids, len(self.codec.fields))[0][:, :-1]          # [N, T-1, V]
+        n_fields = len(self.codec.fields)
+        logits = self.net(ids, n_fields)[0][:, :-1]                         # [N, T-1, V]
+        coverage = self._coverage(ids[:, 1 : 1 + n_fields])
+        if coverage is not None:  # the guided distribution is the one sampling draws from
+            for pos in range(n_fields, logits.shape[1]):
+                logits[:, pos] += coverage.bias
+                coverage.step(ids[:, pos + 1], self.vocab.eos)
         logp = logits.log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(2)
         real = ids[:, 1:] != self.vocab.pad
         text = real.clone()
@@ -253,21 +315,29 @@ class DPLSTM(Generator):
         out = [[] for _ in range(n)]
         ended = torch.zeros(n, dtype=torch.long)      # text fields finished per row
         words = torch.zeros(n, dtype=torch.long)      # words so far in the current text field
-        state, prompt = None, torch.zeros(n, self.config.embed)
+        state, prompt, coverage = None, torch.zeros(n, self.config.embed), None
+        prefixes = torch.zeros(n, n_fields, dtype=torch.long)
         for pos in range(n_fields + n_text * (self.config.max_words + 1)):
             if pos:  # the input is a structured token while pos <= n_fields
                 prompt = prompt + self.net.embedding(token) if pos <= n_fields else prompt
+            if pos == n_fields:
+                coverage = self._coverage(prefixes)
             logits, state = self.net(token[:, None], state=state,
                                      prompt=prompt if pos >= n_fields else None)
             u = torch.rand(n, generator=gen, dtype=torch.float64)
             mask = self.field_masks[pos] if pos < n_fields else self.text_mask
+            if coverage is not None:
+                mask = mask + coverage.bias
             token = draw(logits[:, -1] + mask, u, temperature, top_k, top_p)
             if pos < n_fields:
                 fixed = torch.tensor([f[pos] if f[pos] is not None else -1 for f in forced])
                 token = torch.where(fixed >= 0, fixed, token)
+                prefixes[:, pos] = token
             else:  # training cut texts at max_words and ended them there: so does sampling
                 token = torch.where(words >= self.config.max_words, self.vocab.eos, token)
                 words = torch.where(token == self.vocab.eos, 0, words + 1)
+                if coverage is not None:
+                    coverage.step(token, self.vocab.eos)
             live = ended < n_text
             for i in live.nonzero().squeeze(1).tolist():
                 out[i].append(int(token[i]))
@@ -328,6 +398,8 @@ class DPLSTM(Generator):
 
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()},
                   str(directory / WEIGHTS))
+        if getattr(self, "guidance", None) is not None:
+            save_file({"bias": self.guidance.contiguous()}, str(directory / GUIDANCE))
         (directory / VOCAB).write_text(json.dumps({"tokens": self.vocab.tokens}))
         self.replay.save(directory)
 
@@ -339,4 +411,6 @@ class DPLSTM(Generator):
         self.net = LSTMLM(self.n_tokens, self.config, dp=False)
         self.net.load_state_dict(load_file(str(directory / WEIGHTS)))
         self.net.eval()
+        guided = directory / GUIDANCE
+        self.guidance = load_file(str(guided))["bias"] if guided.exists() else None
         self.replay = ReplayIndex.load(directory)

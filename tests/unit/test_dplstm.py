@@ -54,7 +54,9 @@ def test_vocabulary_is_public_and_keeps_released_case():
 
 def test_private_fit_accounts_one_gaussian_within_the_target(model):
     fit = model.fit_result
-    assert fit.private and len(fit.events) == 1 and fit.events[0]["kind"] == "gaussian"
+    # The keyword-guidance histogram (zCDP) and DP-SGD (Gaussian), composed by one accountant.
+    assert fit.private and [e["kind"] for e in fit.events] == ["zcdp", "gaussian"]
+    assert fit.params["guidance_rho"] == fit.events[0]["rho"] > 0
     assert fit.epsilon <= 4.0 * 1.001 and fit.epsilon > 3.5
     assert fit.epsilon == pytest.approx(accounting.epsilon(fit.events, 1e-5), rel=1e-9)
     assert fit.epsilon_check == pytest.approx(fit.epsilon, rel=0.05)
@@ -66,8 +68,9 @@ def test_prior_releases_shrink_what_dp_sgd_may_spend():
     prior = (accounting.gaussian(2.0),)
     gen = DPLSTM(SMALL.model_copy(update={"epochs": 1}))
     fit = gen.fit(_table(), SPEC, Budget(epsilon=4.0, prior=prior), seed=0)
-    q, steps = fit.events[0]["q"], fit.events[0]["steps"]
-    assert fit.events[0]["sigma"] > accounting.noise_for(4.0, 1e-5, [], q, steps)
+    dp_sgd = fit.events[-1]
+    q, steps = dp_sgd["q"], dp_sgd["steps"]
+    assert dp_sgd["sigma"] > accounting.noise_for(4.0, 1e-5, [fit.events[0]], q, steps)
     assert fit.epsilon <= 4.0 * 1.001
     with pytest.raises(ValueError, match="already reach"):
         DPLSTM(SMALL).fit(_table(), SPEC, Budget(epsilon=0.1, prior=prior), seed=0)
