@@ -63,6 +63,7 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
                     "config_hash": lineage.get("config_digest"),
                     "code_version": lineage.get("code_version")},
         "released_domains": _domains(lineage.get("domains")),
+        "ledger": _ledger(lineage.get("ledger")),
         "validation": {k: validation.get(k) for k in ("rows_in", "rows_kept",
                                                        "rows_quarantined")},
         "anonymization": {k: anon.get(k) for k in (
@@ -99,6 +100,18 @@ def _event(e: dict) -> str:
     if e.get("kind") == "zcdp":
         return f"ρ-zCDP ρ {e['rho']:.4g}"
     return f"Gaussian σ {e['sigma']:.4g}, q {e['q']:.4g}, {e['steps']} steps"
+
+
+def _ledger(spent: dict | None) -> dict[str, Any] | None:
+    """The population's composed ε over every release on it, this one included, when it was
+    trained (``tasks.ledger.record_task``); None for a run that recorded none."""
+    if not spent or "composed" not in spent:
+        return None
+    c = spent["composed"]
+    return {"population": spent["population"], "releases": c["releases"],
+            "epsilon": c["epsilon"], "delta": c["delta"], "accountant": c["accountant"],
+            "epsilon_check": c["epsilon_check"], "plain_sum": c["plain_sum"],
+            "lifetime_budget": spent.get("lifetime_budget")}
 
 
 def _columns(spec: dict | None, domains: dict | None) -> dict[str, str]:
@@ -166,6 +179,10 @@ def markdown(sheet: dict[str, Any]) -> str:
               for c, f in dom.get("observed_not_released", {}).items()]
     if not any(dom.get(k) for k in ("declared_public", "paid_for", "observed_not_released")):
         lines.append("- none: generation keeps to no category list or bound")
+    lines += ["", "## Privacy ledger (every release on the same people)", ""]
+    led = sheet.get("ledger")
+    lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in led.items()] if led else [
+        "- no ledger entry: the run predates the ledger"]
     lines += ["", "## Anonymization", ""]
     lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in sheet["anonymization"].items()]
     lines += ["", "## Evaluation", "", f"- held-out perplexity: "

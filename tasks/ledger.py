@@ -336,7 +336,8 @@ def record_task(planned: dict, run_id: str, domain: dict | None,
         entry |= {"complete": True, "private": bool(trained["private"]),
                   "family": trained.get("family", "causal_lm"), "delta": trained["delta"],
                   "epsilon": trained["epsilon"] if trained["private"] else math.inf}
-    result = {"population": planned["population"], "recorded": bool(events or trained)}
+    result = {"population": planned["population"], "recorded": bool(events or trained),
+              "lifetime_budget": planned["lifetime_budget"]}
     if result["recorded"]:
         entry |= {"run_id": run_id, "events": compact(events), "threshold_delta": threshold}
         result["entry_id"] = record(entry, events)

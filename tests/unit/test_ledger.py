@@ -47,10 +47,10 @@ def test_the_subject_column_is_the_repeating_id_or_the_named_one():
     assert ledger.subject_column(demo) == "customer_id"
     assert ledger.subject_column(demo, "ticket_id") == "ticket_id"
     assert ledger.subject_column(DataContract(columns=(c(name="rating"),))) is None
-    with pytest.raises(ConfigError, match="train.privacy.subject_column=rating"):
+    with pytest.raises(ConfigError, match=r"train\.privacy\.subject_column=rating"):
         ledger.subject_column(demo, "rating")
     two = DataContract(columns=(c(name="a", role=Role.ID), c(name="b", role=Role.ID)))
-    with pytest.raises(ConfigError, match="several ID columns .*a, b"):
+    with pytest.raises(ConfigError, match=r"several ID columns .*a, b"):
         ledger.subject_column(two)
 
 

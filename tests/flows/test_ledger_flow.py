@@ -1,0 +1,121 @@
+"""Issue 15's acceptance for the ledger: two scheduled-style runs of the same config on the same
+people, then `privgen budget --json` reports a composed ε that a second accountant matches
+within 5 % and that is below the plain sum; a third run that would cross
+train.privacy.lifetime_budget is refused before anything is spent. The cheapest family (mst)
+on a small table whose customers repeat and whose city list is estimated under DP."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.training import training_flow
+from tasks import ledger, spec
+from tasks.errors import PrivacyError
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not spec.available("mst"), reason="mst is not installed")]
+_PRODUCTS = ["phone", "laptop", "earbuds", "speaker"]
+_CITIES = ["Austin", "Boston", "Denver"]
+
+
+def _contract() -> list[dict]:
+    return [
+        {"name": "customer_id", "role": "id", "regex": r"^C-\d{3}$"},
+        {"name": "product", "role": "category", "allowed": _PRODUCTS},
+        # Observed, not declared: the domain stage estimates it under DP (a ledger release).
+        {"name": "city", "role": "category", "domain": "observed", "allowed": _CITIES},
+        {"name": "rating", "dtype": "integer", "role": "numeric", "min": 1, "max": 5},
+    ]
+
+
+def write_data(root: Path, n: int = 240) -> tuple[Path, Path]:
+    """A seeded table of ``n`` tickets from n/3 customers, and the config bringing its
+    contract."""
+    rng = np.random.default_rng(15)
+    frame = pd.DataFrame({
+        "customer_id": [f"C-{i:03d}" for i in rng.integers(0, n // 3, n)],
+        "product": rng.choice(_PRODUCTS, n), "city": rng.choice(_CITIES, n),
+        "rating": rng.integers(1, 6, n)})
+    data, config = root / "tickets.csv", root / "ledger.yaml"
+    frame.to_csv(data, index=False)
+    config.write_text(yaml.safe_dump({"contract": {"columns": _contract()},
+                                      "evaluate": {"utility_label": "product"}}))
+    return data, config
+
+
+def run(root: Path, data: Path, config: Path, *overrides: str) -> dict:
+    from flows.config import load_config
+
+    cfg = load_config(config, [f"workdir={root / 'runs'}", f"ingest.path={data}",
+                               "register.model_name=ledger-mst", "train.family=mst",
+                               "train.privacy.target_epsilon=1.0", "audit.enabled=false",
+                               "evaluate.samples=2", "evaluate.synthetic_records=50",
+                               *overrides])
+    return training_flow(cfg)
+
+
+def budget_json(population: str) -> dict:
+    result = CliRunner().invoke(app, ["budget", "--dataset", population, "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    return row
+
+
+def two_runs_then_a_refused_third(root: Path) -> None:
+    """The acceptance, against whichever MLflow store the environment names."""
+    data, config = write_data(root)
+    first = run(root, data, config)
+    second = run(root, data, config)
+    population = ledger.population_of(first["run_id"])
+    assert population and population == ledger.population_of(second["run_id"])
+
+    row = budget_json(population)
+    assert row["releases"] == 2 and [r["run_id"] for r in row["runs"]] == [
+        first["run_id"], second["run_id"]]
+    assert all(r["releases"] == "domains+train" and r["private"] for r in row["runs"])
+    assert row["plain_sum"] == pytest.approx(first["train"]["epsilon"]
+                                             + second["train"]["epsilon"])
+    assert row["epsilon"] < row["plain_sum"]
+    assert row["epsilon_check"] == pytest.approx(row["epsilon"], rel=0.05)
+    assert row["basis"] == "subject column customer_id"
+    raw = set(pd.read_csv(data)["customer_id"])
+    assert not raw & set(json.dumps(row).replace('"', " ").split()), "no raw id in the ledger"
+
+    # A lifetime budget the two runs fit in and a third of the same config would cross.
+    entries = ledger.entries(population)
+    third = ledger.compose([*entries, entries[-1]])["epsilon"]
+    lifetime = (row["epsilon"] + third) / 2
+    with pytest.raises(PrivacyError, match=f"lifetime_budget={lifetime:g}.*{population}"):
+        run(root, data, config, f"train.privacy.lifetime_budget={lifetime}")
+    refused = mlflow.search_runs(experiment_names=["privgen"], output_format="list",
+                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert refused.info.status == "FAILED"
+    assert "privacy.domain_releases" in refused.data.params, "it stopped after the plan"
+    assert not any(k.startswith(("mst.", "privacy.epsilon")) for k in
+                   [*refused.data.params, *refused.data.metrics]), "nothing was trained"
+    assert len(ledger.entries(population)) == 2, "nothing was spent"
+    assert budget_json(population)["lifetime_budget"] is None  # the two runs set none
+    result = CliRunner().invoke(app, ["budget", "--dataset", population, "--lifetime",
+                                      str(lifetime)])
+    assert result.exit_code == 0 and population in result.stdout
+
+
+def test_two_runs_compose_below_their_sum_and_a_third_is_refused(prefect_api, tmp_path):
+    two_runs_then_a_refused_third(tmp_path)
+
+
+def test_the_datasheet_shows_the_population_at_training_time(prefect_api, tmp_path):
+    data, config = write_data(tmp_path, n=120)
+    trained = run(tmp_path, data, config, "register.model_name=ledger-sheet")
+    sheet = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=trained["run_id"], artifact_path="datasheet/datasheet.json")).read_text())
+    assert sheet["ledger"]["population"] == ledger.population_of(trained["run_id"])
+    assert sheet["ledger"]["releases"] == 1
+    assert sheet["ledger"]["epsilon"] == pytest.approx(trained["train"]["epsilon"], rel=0.05)
