@@ -1,0 +1,144 @@
+"""Erasure (issue 15): the subject filter, suppression at ingest, key rotation, the CLI's refusal
+of an id on the command line and promotion's erasure gate; no flow, tiny data."""
+
+import os
+import secrets
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from tasks import keys
+from tasks.anonymize import KEY_ENV, Key, key_id, keyed_pseudonym
+from tasks.erasure import suppressor
+from tasks.errors import ConfigError, PrivacyError
+from tasks.gates import RegisterConfig
+from tasks.ingest import ERASED, INGEST_ERROR, IngestConfig, ingest
+from tasks.promotion import PromotionConfig, erasure_pending, promotion_verdicts
+from tasks.subjects import Bloom
+from tasks.validate import ValidateConfig, validate_parquet
+
+
+def _key() -> Key:
+    secret = secrets.token_hex(32).encode()
+    return Key(secret, key_id(secret))
+
+
+def test_bloom_holds_its_members_and_rejects_others_at_its_rate():
+    members = [f"p{i:020x}" for i in range(2000)]
+    bloom = Bloom.from_dict(Bloom.of(members).to_dict())  # as read back from the run
+    assert all(m in bloom for m in members)
+    strangers = [f"q{i:020x}" for i in range(20_000)]
+    assert sum(s in bloom for s in strangers) <= 2  # rate 1e-6: ~0.02 expected
+    assert bloom.n == 2000 and bloom.m / bloom.n < 30  # about 29 bits per subject
+
+
+def test_bloom_under_another_key_does_not_find_the_subject():
+    old, new = _key(), _key()
+    bloom = Bloom.of([keyed_pseudonym(old, "customer_id")("C-00001")])
+    assert keyed_pseudonym(old, "customer_id")("C-00001") in bloom
+    assert keyed_pseudonym(new, "customer_id")("C-00001") not in bloom
+
+
+CSV = ("ticket_id,customer_id,product\nT-000001,C-00001,Router\nT-000002,C-00002,Phone\n"
+       "T-000003,C-00001,Laptop\nT-000004,C-00003,Phone\n")
+
+
+def _contract():
+    from tasks.contract import ColumnSpec, DataContract, Role
+
+    return DataContract(columns=(ColumnSpec(name="ticket_id", role=Role.ID),
+                                 ColumnSpec(name="customer_id", role=Role.ID),
+                                 ColumnSpec(name="product")))
+
+
+def test_ingest_quarantines_an_erased_subjects_rows_without_keeping_their_values(tmp_path):
+    src = tmp_path / "t.csv"
+    src.write_text(CSV)
+    key = _key()
+    request = {"request": "r1", "column": "customer_id",
+               "pseudonyms": {key.key_id: keyed_pseudonym(key, "customer_id")(" c-00001 ")}}
+    erased = suppressor("customer_id", {key.key_id: key}, [request])
+    result = ingest(IngestConfig(path=src), tmp_path / "raw", erased)
+    assert result.rows == 4 and result.rows_erased == 2
+    import pandas as pd
+
+    canonical = pd.read_parquet(result.canonical_path)
+    gone = canonical[canonical[INGEST_ERROR] == ERASED]
+    assert gone["_source_row"].tolist() == [1, 3]
+    assert gone[["ticket_id", "customer_id", "product"]].isna().all().all()
+    outcome = validate_parquet(tmp_path / "raw" / "canonical.parquet", _contract(),
+                               ValidateConfig(max_quarantine_rate=1.0), str(src),
+                               tmp_path / "raw")
+    assert outcome.report.reasons == {ERASED: 2}
+    assert outcome.report.rows_in == outcome.report.rows_kept + outcome.report.rows_quarantined
+    quarantine = pd.read_parquet(outcome.quarantine_path)
+    assert "C-00001" not in quarantine.to_csv()
+
+
+def test_no_request_under_a_held_key_suppresses_nothing(tmp_path, caplog):
+    held, gone = _key(), _key()
+    request = {"request": "r1", "column": "customer_id",
+               "pseudonyms": {gone.key_id: keyed_pseudonym(gone, "customer_id")("C-00001")}}
+    assert suppressor("customer_id", {held.key_id: held}, [request]) is None
+    assert "no longer held" in caplog.text
+    assert suppressor("customer_id", {held.key_id: held}, []) is None
+
+
+@pytest.fixture
+def key_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    return tmp_path / ".privgen" / "pseudonym.key"
+
+
+def test_rotate_retires_the_old_key_and_records_the_new_id(key_file):
+    first = next(iter(keys.held(key_file)))
+    rotation = keys.rotate(key_file)
+    assert rotation.old == first and rotation.new != first
+    assert stat.S_IMODE(rotation.retired_file.stat().st_mode) == 0o600
+    assert list(keys.held(key_file)) == [rotation.new, rotation.old]  # current first
+    assert {"event": "rotated", "key_id": rotation.new, "previous": first} in [
+        {k: e[k] for k in ("event", "key_id", "previous")} for e in keys.events()]
+    with pytest.raises(PrivacyError, match="current key"):
+        keys.destroy(key_file, rotation.new)
+    keys.destroy(key_file, rotation.old)
+    assert not rotation.retired_file.exists() and list(keys.held(key_file)) == [rotation.new]
+
+
+def test_rotate_refuses_a_key_from_the_environment_and_says_what_to_do(key_file, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
+    with pytest.raises(PrivacyError, match="secret store"):
+        keys.rotate(key_file)
+
+
+def test_erase_refuses_an_id_given_on_the_command_line_without_repeating_it():
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["erase", "--subject", "C-66133"])
+    assert isinstance(res.exception, ConfigError)
+    assert "history" in str(res.exception) and "C-66133" not in str(res.exception)
+
+
+def test_erase_refuses_an_id_off_the_contracts_pattern_without_repeating_it(tmp_path):
+    from flows.cli import app
+    from tasks.errors import InputError
+
+    res = CliRunner().invoke(app, ["erase", "--subject"], input="Veronica Small\n")
+    assert isinstance(res.exception, InputError)
+    assert "customer_id" in str(res.exception) and "Veronica" not in str(res.exception)
+
+
+def test_promotion_warns_on_pending_erasure_and_refuses_it_by_policy():
+    tags = {"privacy.private": "True", "privacy.epsilon": "1", "eval.perplexity": "3",
+            "audit.verdict": "pass", "erasure.pending": "req1"}
+    cfg = RegisterConfig()
+    assert "req1" in erasure_pending(tags) and erasure_pending({}) is None
+    _, failed = promotion_verdicts(tags, None, cfg, PromotionConfig())
+    assert "erasure" not in failed
+    _, failed = promotion_verdicts(tags, None, cfg, PromotionConfig(refuse_erasure_pending=True))
+    assert "req1" in failed["erasure"]
+
+
+def test_key_file_permissions_stay_owner_only(key_file):
+    keys.held(key_file)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
