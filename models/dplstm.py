@@ -208,7 +208,8 @@ class DPLSTM(Generator):
             if budget.enabled else math.inf
         self.fit_result = FitResult(
             epsilon=eps, delta=budget.delta, accountant=budget.accountant,
-            mechanism="DP-SGD (Opacus DPLSTM)" if budget.enabled else "none",
+            mechanism=("Gaussian keyword histogram (zCDP) + " if events[:-1] else "")
+            + "DP-SGD (Opacus DPLSTM)" if budget.enabled else "none",
             private=budget.enabled,
             events=events, seconds=time.monotonic() - started, final_loss=final_loss,
             epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
