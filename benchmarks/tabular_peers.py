@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import resource
 import sys
 import time
 import zipfile
@@ -110,12 +111,15 @@ def peer_row(method: str, eps: float | None, ctx: dict, options: dict) -> dict:
     if not train_csv.exists():
         ctx["train"].to_csv(train_csv, index=False)
     CACHE.mkdir(exist_ok=True)
+    cpu = _children_cpu()
     try:
         synth, timing = peers_venv.run_peer({**settings, "train_csv": str(train_csv)}, folder,
                                             ctx["peer_timeout"])
     except RuntimeError as e:
         row = {"method": method, "epsilon": eps if dp else math.inf, "private": dp,
                "error": str(e)[:500], "timeout": ctx["peer_timeout"],
+               # What the peer had of the CPU in that time: a loaded machine starves it.
+               "cpu_seconds": round(_children_cpu() - cpu, 1),
                "settings": {k: settings[k] for k in ("delta", "options")},
                "load_average": round(os.getloadavg()[0], 1)}
         if "ran past" in row["error"]:
@@ -125,11 +129,18 @@ def peer_row(method: str, eps: float | None, ctx: dict, options: dict) -> dict:
            **score(synth, ctx["train"], ctx["test"], ctx["label"], ctx["categorical"],
                    ctx["numeric"], ctx["seed"]),
            "fit_seconds": timing["fit_seconds"], "sample_seconds": timing["sample_seconds"],
-           "rows": timing["rows"], "settings": {k: settings[k] for k in ("delta", "options")},
+           "rows": timing["rows"], "cpu_seconds": round(_children_cpu() - cpu, 1),
+           "settings": {k: settings[k] for k in ("delta", "options")},
            "preprocessor_eps": timing.get("preprocessor_eps"),
            "load_average": round(os.getloadavg()[0], 1)}
     cached.write_text(json.dumps(row, indent=1, default=str))
     return row
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: the peer runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def acceptance(rows: list[dict], epsilons: list[float]) -> dict:
