@@ -59,19 +59,21 @@ def budget(
     if not rows:
         out.print("no releases recorded in the ledger yet; privgen run records each one")
         return
-    table = Table("population", "people by", "releases", "composed ε", "check ε", "plain sum",
-                  "δ", "lifetime", "left")
+    table = Table()
+    table.add_column("population", no_wrap=True)  # a key must stay whole to be copied
+    for header in ("releases", "composed ε", "check ε", "plain sum", "δ", "lifetime", "left"):
+        table.add_column(header, justify="right")
     for r in rows:
         left = r["left"]
-        table.add_row(r["population"], r["basis"], str(r["releases"]), _eps(r["epsilon"]),
+        table.add_row(r["population"], str(r["releases"]), _eps(r["epsilon"]),
                       _eps(r["epsilon_check"]), _eps(r["plain_sum"]), f"{r['delta']:.1e}",
                       _eps(r["lifetime_budget"]),
                       "-" if left is None else f"[red]{_eps(left)}[/]" if left < 0
                       else _eps(left))
     out.print(table)
-    out.print(f"composed by {rows[0]['accountant']}" if len(rows) == 1 else
-              "composed ε: one accountant over all events of the population (PRV when all are "
-              "Gaussian, else Rényi DP); check ε: dp-accounting over the same events")
+    for r in rows:
+        out.print(f"{r['population']}: people by {r['basis']}; composed by {r['accountant']}; "
+                  f"data sha256 {', '.join(d[:12] for d in r['source_digests'])}")
 
 
 def promotion_line(name: str, version: str) -> str | None:

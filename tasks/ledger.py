@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models import accounting
 from tasks import tracking
-from tasks.contract import DataContract, Role
+from tasks.contract import DataContract
 from tasks.errors import ConfigError, PrivacyError
 
 if TYPE_CHECKING:  # the anonymize stage's scrubbing dependencies are heavy
@@ -34,23 +34,18 @@ if TYPE_CHECKING:  # the anonymize stage's scrubbing dependencies are heavy
 POPULATION_TAG = "privgen.population"
 
 
-def subject_column(contract: DataContract, named: str | None = None) -> str | None:
-    """The column whose (pseudonymized) value identifies a data subject: ``named``
-    (``train.privacy.subject_column``), else the contract's one ID column whose values may
-    repeat (a person's id recurs over their records; a unique ID names a record), else its only
-    ID column; None when the contract has no ID column. ConfigError when ``named`` is not an
-    ID column or the choice is ambiguous."""
-    ids = contract.with_role(Role.ID)
-    if named is not None:
-        if named not in {c.name for c in ids}:
-            raise ConfigError(f"train.privacy.subject_column={named}: not a column of role id "
-                              "in the data contract; name the column that identifies a person")
-        return named
-    repeating = [c.name for c in ids if not c.unique] or [c.name for c in ids]
-    if len(repeating) > 1:
-        raise ConfigError(f"the data contract has several ID columns that may identify a person "
-                          f"({', '.join(repeating)}); name one in train.privacy.subject_column")
-    return repeating[0] if repeating else None
+def subject_column(contract: DataContract, anonymize: AnonymizeConfig) -> str | None:
+    """The column whose pseudonyms name data subjects (``anonymize.subject_column``, as
+    erasure requests use it); None when it is not set and the contract has no single ID
+    column: the run's dataset is then its population."""
+    from tasks.anonymize import subject_column as named
+
+    try:
+        return named(contract, anonymize)
+    except ConfigError:
+        if anonymize.subject_column is not None:
+            raise
+        return None
 
 
 def population_key(anonymized: pd.DataFrame, column: str | None, key: Key,
@@ -291,7 +286,7 @@ def check_task(anonymized_path: str, source_digest: str, contract: DataContract,
     p = cfg.privacy
     df = pd.read_parquet(anonymized_path)
     key = load_key(anonymize.key_file)
-    column = subject_column(contract, p.subject_column)
+    column = subject_column(contract, anonymize)
     column = column if column in df.columns else None  # dropped by anonymize: no ids to key
     population = population_key(df, column, key, source_digest)
     records = len(split_holdout(df, cfg.holdout_fraction, seed)[0]) + planted

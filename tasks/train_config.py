@@ -43,9 +43,6 @@ class PrivacyConfig(BaseModel):
     # The most ε all releases on the same people may compose to (tasks/ledger.py, issue 15):
     # a run that would cross it is refused before training. None: no lifetime limit.
     lifetime_budget: float | None = Field(default=None, gt=0.0)
-    # The ID column that names a data subject (the ledger's populations, erasure requests).
-    # None: the contract's one ID column whose values repeat (tasks.ledger.subject_column).
-    subject_column: str | None = None
 
     @field_validator("poisson_sampling")
     @classmethod

@@ -5,6 +5,7 @@ train.privacy.lifetime_budget is refused before anything is spent. The cheapest 
 on a small table whose customers repeat and whose city list is estimated under DP."""
 
 import json
+import sys
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,11 @@ from flows.cli import app
 from flows.training import training_flow
 from tasks import ledger, spec
 from tasks.errors import PrivacyError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+from test_registry_server import server_uri  # noqa: F401  (a fixture, used by name)
+
+sys.path.pop(0)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not spec.available("mst"), reason="mst is not installed")]
@@ -119,3 +125,13 @@ def test_the_datasheet_shows_the_population_at_training_time(prefect_api, tmp_pa
     assert sheet["ledger"]["population"] == ledger.population_of(trained["run_id"])
     assert sheet["ledger"]["releases"] == 1
     assert sheet["ledger"]["epsilon"] == pytest.approx(trained["train"]["epsilon"], rel=0.05)
+
+
+
+@pytest.mark.integration
+def test_the_ledger_on_the_postgresql_backed_server(prefect_api, tmp_path, monkeypatch,
+                                                    request):
+    """The same against an MLflow server on PostgreSQL (the compose stack's store), started
+    by tests/integration/test_registry_server.py's fixture (skipped without PostgreSQL)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("server_uri"))
+    two_runs_then_a_refused_third(tmp_path)

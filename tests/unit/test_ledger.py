@@ -9,7 +9,7 @@ import pytest
 
 from models import accounting
 from tasks import ledger
-from tasks.anonymize import Key, pseudonymize
+from tasks.anonymize import AnonymizeConfig, Key, pseudonymize
 from tasks.contract import ColumnSpec, DataContract, Role
 from tasks.errors import ConfigError
 
@@ -40,18 +40,17 @@ def test_without_a_person_id_the_dataset_is_the_population():
         ledger.population_key(frame, None, KEY, "abd")
 
 
-def test_the_subject_column_is_the_repeating_id_or_the_named_one():
+def test_the_subject_column_is_anonymize_s_and_none_without_a_person_id():
     c = ColumnSpec
     demo = DataContract(columns=(c(name="ticket_id", role=Role.ID, unique=True),
                                  c(name="customer_id", role=Role.ID), c(name="rating")))
-    assert ledger.subject_column(demo) == "customer_id"
-    assert ledger.subject_column(demo, "ticket_id") == "ticket_id"
-    assert ledger.subject_column(DataContract(columns=(c(name="rating"),))) is None
-    with pytest.raises(ConfigError, match=r"train\.privacy\.subject_column=rating"):
-        ledger.subject_column(demo, "rating")
-    two = DataContract(columns=(c(name="a", role=Role.ID), c(name="b", role=Role.ID)))
-    with pytest.raises(ConfigError, match=r"several ID columns .*a, b"):
-        ledger.subject_column(two)
+    named = AnonymizeConfig(subject_column="customer_id")
+    assert ledger.subject_column(demo, named) == "customer_id"
+    assert ledger.subject_column(DataContract(columns=(c(name="rating"),)),
+                                 AnonymizeConfig()) is None
+    assert ledger.subject_column(demo, AnonymizeConfig()) is None  # ambiguous, not named
+    with pytest.raises(ConfigError, match=r"anonymize\.subject_column"):
+        ledger.subject_column(demo, AnonymizeConfig(subject_column="rating"))
 
 
 def test_compaction_composes_exactly_as_the_events_it_replaces():
