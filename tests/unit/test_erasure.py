@@ -16,7 +16,7 @@ from tasks.gates import RegisterConfig
 from tasks.ingest import ERASED, INGEST_ERROR, IngestConfig, ingest
 from tasks.promotion import PromotionConfig, erasure_pending, promotion_verdicts
 from tasks.subjects import Bloom
-from tasks.validate import ValidateConfig, validate_parquet
+from tasks.validate import ValidateConfig, check_rate, validate_parquet
 
 
 def _key() -> Key:
@@ -71,6 +71,7 @@ def test_ingest_quarantines_an_erased_subjects_rows_without_keeping_their_values
                                ValidateConfig(max_quarantine_rate=1.0), str(src),
                                tmp_path / "raw")
     assert outcome.report.reasons == {ERASED: 2}
+    check_rate(outcome.report, ValidateConfig(max_quarantine_rate=0.0), str(src))  # no fault
     assert outcome.report.rows_in == outcome.report.rows_kept + outcome.report.rows_quarantined
     quarantine = pd.read_parquet(outcome.quarantine_path)
     assert "C-00001" not in quarantine.to_csv()
