@@ -14,8 +14,10 @@ import hashlib
 import hmac
 import json
 import math
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -114,15 +116,17 @@ def compose(entries: list[dict]) -> dict:
         + "; check: dp-accounting " + ("PLD" if gaussian_only else "RDP")}
 
 
-def forecast(prior: list[dict], run: dict) -> dict:
-    """What the population will have spent after a run that is about to start: ``run`` holds
-    its ``config_hash``, ``records``, ``private``, ``target_epsilon`` and ``delta``. A run of the
-    same config on as many records as an earlier entry spends what that one did (calibration
-    is deterministic), composed exactly; otherwise the bound of basic composition: what the
+def forecast(prior: list[dict], run: dict, known: list[dict] | None = None) -> dict:
+    """What people who were in the ``prior`` releases will have spent after a run that is
+    about to start: ``run`` holds its ``config_hash``, ``records``, ``private``,
+    ``target_epsilon`` and ``delta``. A run of the same config on as many records as an
+    earlier entry (of ``known``, default ``prior``) spends what that one did (calibration is
+    deterministic), composed exactly; otherwise the bound of basic composition: what the
     prior releases compose to, plus the run's own target ε, at the sum of the δ."""
     if not run["private"]:
         return {"epsilon": math.inf, "how": "the run is not private"}
-    same = [e for e in prior if e["config_hash"] == run["config_hash"]
+    same = [e for e in (prior if known is None else known)
+            if e["config_hash"] == run["config_hash"]
             and e["records"] == run["records"] and e["complete"]]
     if same:
         composed = compose([*prior, same[-1]])
@@ -134,13 +138,28 @@ def forecast(prior: list[dict], run: dict) -> dict:
             "how": "prior releases composed plus this run's target ε (basic composition)"}
 
 
+def exposures(people: Iterable[str], prior: list[dict],
+              holds: Callable[[dict, list[str]], np.ndarray]) -> list[list[dict]]:
+    """The sets of ``prior`` entries that some of ``people`` were in, the largest only (a
+    person in fewer of them has spent less): what the most exposed among them has spent is
+    one of these composed. ``holds(entry, people)``: whether each is in the entry's data (a
+    Bloom filter's answer may over-report, which only makes the forecast safer)."""
+    people = list(people)
+    if not people or not prior:
+        return [[]]
+    inside = np.column_stack([holds(e, people) for e in prior])
+    signatures = {tuple(np.flatnonzero(row)) for row in inside}
+    largest = [s for s in signatures if not any(set(s) < set(t) for t in signatures)]
+    return [[prior[i] for i in s] for s in sorted(largest)]
+
+
 def refusal(population: str, lifetime: float, prior: list[dict], spent: float,
             ahead: dict) -> str | None:
     """The one line a run that would cross ``lifetime`` stops with; None when it fits."""
     if ahead["epsilon"] <= lifetime:
         return None
-    return (f"train.privacy.lifetime_budget={lifetime:g}: the data subjects of this run "
-            f"(population {population}) have spent ε {spent:.3g} over {len(prior)} "
+    return (f"train.privacy.lifetime_budget={lifetime:g}: the most exposed data subject of "
+            f"this run (population {population}) has spent ε {spent:.3g} over {len(prior)} "
             f"release(s), and this run would bring them to ε {ahead['epsilon']:.3g} "
             f"({ahead['how']}); no budget was spent. Lower train.privacy.target_epsilon, or "
             "raise the lifetime budget with a written reason (see privgen budget)")
@@ -273,6 +292,30 @@ def _domain_events(domain: dict | None) -> tuple[list[dict], float]:
         float(spend.get("delta", 0.0))
 
 
+def _holds(population: str, key_id: str) -> Callable[[dict, list[str]], np.ndarray]:
+    """Membership of pseudonyms in an entry's data: all of them for an entry of the same
+    population; else the training run's subject filter (``tasks.subjects``, written by the
+    anonymize stage) when it was made under the same key; else none (a run under another
+    key, or without a person id, cannot be linked)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.subjects import SUBJECTS, Bloom, _positions
+
+    def holds(entry: dict, people: list[str]) -> np.ndarray:
+        if entry["population"] == population:
+            return np.ones(len(people), dtype=bool)
+        if entry["key_id"] != key_id or not entry["basis"].startswith("subject"):
+            return np.zeros(len(people), dtype=bool)
+        try:
+            bloom = Bloom.from_dict(tracking.download_json(entry["run_id"], SUBJECTS))
+        except (MlflowException, OSError, KeyError):
+            return np.zeros(len(people), dtype=bool)
+        bits = np.unpackbits(np.frombuffer(bloom.bits, dtype=np.uint8))
+        return bits[_positions(people, bloom.m, bloom.k)].all(axis=1)
+
+    return holds
+
+
 @task(name="ledger", cache_policy=NO_CACHE)
 def check_task(anonymized_path: str, source_digest: str, contract: DataContract,
                anonymize: AnonymizeConfig, cfg: TrainConfig, seed: int, config_hash: str,
@@ -291,17 +334,22 @@ def check_task(anonymized_path: str, source_digest: str, contract: DataContract,
     population = population_key(df, column, key, source_digest)
     records = len(split_holdout(df, cfg.holdout_fraction, seed)[0]) + planted
     delta = resolve_delta(p, records)
-    prior = [e for e in entries(population) if e["run_id"] != run_id]
-    spent = compose(prior)
-    ahead = forecast(prior, {"config_hash": config_hash, "records": records,
-                             "private": p.enabled, "target_epsilon": p.target_epsilon,
-                             "delta": delta})
+    known = [e for e in entries() if e["run_id"] != run_id]
+    people = sorted(set(df[column].dropna().astype(str))) if column else []
+    run = {"config_hash": config_hash, "records": records, "private": p.enabled,
+           "target_epsilon": p.target_epsilon, "delta": delta}
+    worst = [e for e in known if e["population"] == population]
+    for group in exposures(people, known, _holds(population, key.key_id)):
+        if forecast(group, run, known)["epsilon"] > forecast(worst, run, known)["epsilon"]:
+            worst = group
+    spent, ahead = compose(worst), forecast(worst, run, known)
     tracking.set_tags(run_id, {POPULATION_TAG: population})
     logger = get_run_logger()
-    logger.info("population %s: ε %.3g spent over %d release(s); after this run ε %.3g (%s)",
-                population, spent["epsilon"], len(prior), ahead["epsilon"], ahead["how"])
+    logger.info("population %s: its most exposed member has spent ε %.3g over %d release(s); "
+                "after this run ε %.3g (%s)", population, spent["epsilon"], len(worst),
+                ahead["epsilon"], ahead["how"])
     if p.lifetime_budget is not None:
-        line = refusal(population, p.lifetime_budget, prior, spent["epsilon"], ahead)
+        line = refusal(population, p.lifetime_budget, worst, spent["epsilon"], ahead)
         if line:
             raise PrivacyError(line)
     return {"population": population,

@@ -158,3 +158,25 @@ def test_entries_are_written_once_per_run_and_read_back_by_population():
     assert row["epsilon"] == pytest.approx(accounting.epsilon(events, DELTA))
     assert row["left"] == pytest.approx(4.0 - row["epsilon"])
     assert population in {r["population"] for r in ledger.budget("ab" * 8)}
+
+
+def test_the_most_exposed_person_decides_when_populations_overlap():
+    """A grown table is a new population, but the people it shares with earlier runs have
+    spent what those runs spent: the forecast follows them, not the population key."""
+    import numpy as np
+
+    old_a, old_b = _entry(_mst_like(0.05), 1.0), _entry(_mst_like(0.05), 1.0)
+    elsewhere = _entry(_mst_like(0.2), 2.0)
+    members = {old_a["run_id"]: {"p1", "p2"}, old_b["run_id"]: {"p1", "p2"},
+               elsewhere["run_id"]: {"p9"}}
+
+    def holds(entry, people):
+        return np.array([p in members[entry["run_id"]] for p in people])
+
+    groups = ledger.exposures(["p1", "p2", "p3"], [old_a, old_b, elsewhere], holds)
+    assert groups == [[old_a, old_b]], "p3, in none of them, is dominated by p1 and p2"
+    assert ledger.exposures(["p3", "p9"], [old_a, elsewhere], holds) == [[elsewhere]]
+    assert ledger.exposures(["p1"], [], holds) == [[]]
+    # Disjoint exposures are kept apart: nobody was in both releases.
+    both = ledger.exposures(["p1", "p9"], [old_a, elsewhere], holds)
+    assert sorted(len(g) for g in both) == [1, 1]
