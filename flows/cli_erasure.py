@@ -51,9 +51,10 @@ def erase(
                           "PATH, one of the two")
     cfg = load_config(config, set_ or [])
     column = subject_column(cfg.contract, cfg.anonymize)
-    raw = _read_subject(subject_file, column, cfg.contract)
+    spec = next(c for c in cfg.contract.columns if c.name == column)
+    raw = _read_subject(subject_file, spec)
     held = keys.held(cfg.anonymize.key_file)
-    request, affected = erasure.erase(raw, column, held)
+    request, affected = erasure.erase(raw, spec, held)
     del raw
     _prefect_report(erasure.report_markdown(request, column, list(held), affected))
     if as_json:
@@ -63,7 +64,7 @@ def erase(
     _print_affected(request, column, affected)
 
 
-def _read_subject(path: Path | None, column: str, contract) -> str:
+def _read_subject(path: Path | None, spec) -> str:
     """One raw id from the file or standard input, checked against the column's pattern; the
     messages never repeat it."""
     from tasks.errors import InputError
@@ -75,16 +76,15 @@ def _read_subject(path: Path | None, column: str, contract) -> str:
     elif sys.stdin is not None and sys.stdin.isatty():
         import getpass
 
-        text, where = getpass.getpass(f"{column} of the subject (not shown): "), "the prompt"
+        text, where = getpass.getpass(f"{spec.name} of the subject (not shown): "), "the prompt"
     else:
         text, where = sys.stdin.read(), "standard input"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) != 1:
         raise InputError(f"{where}: holds {len(lines)} non-empty lines; give exactly one "
-                         f"{column} per erasure request")
-    spec = next(c for c in contract.columns if c.name == column)
+                         f"{spec.name} per erasure request")
     if spec.regex and not re.search(spec.regex, lines[0]):
-        raise InputError(f"{where}: the id does not match {column}'s pattern {spec.regex} in "
+        raise InputError(f"{where}: the id does not match {spec.name}'s pattern {spec.regex} in "
                          "the data contract (it is not shown); check it against the request")
     return lines[0]
 

@@ -11,15 +11,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from mlflow.exceptions import MlflowException
 
 from tasks import datasheet, keys, tracking
 from tasks.anonymize import AnonymizeConfig, Key, keyed_pseudonym, subject_column
-from tasks.contract import DataContract
-from tasks.errors import ConfigError
+from tasks.contract import ColumnSpec, DataContract
+from tasks.errors import ConfigError, InputError
 from tasks.ingest import ERASED
 from tasks.subjects import SUBJECTS, Bloom
+from tasks.validate import cast
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,19 @@ def requests() -> list[dict]:
     return found
 
 
-def suppressor(column: str, held: dict[str, Key],
+def subject_ids(values: pd.Series, spec: ColumnSpec) -> list[str | None]:
+    """Ids as anonymize pseudonymizes them: in the contract's type, as text (an integer
+    column's "00123" and "123" are one id); null where a value does not convert."""
+    typed = cast(values.astype("string"), spec).astype("string")
+    return [None if pd.isna(v) else str(v) for v in typed]
+
+
+def suppressor(spec: ColumnSpec, held: dict[str, Key],
                recorded: list[dict] | None = None) -> Callable[[pa.Table], np.ndarray] | None:
-    """What ingest calls per chunk: a mask of the rows whose ``column`` value is an erased
-    subject's, tested under every key still held; None when nothing is to be suppressed."""
+    """What ingest calls per chunk: a mask of the rows whose subject column (``spec``) names an
+    erased subject, tested under every key still held; None when nothing is to be suppressed."""
     recorded = requests() if recorded is None else recorded
+    column = spec.name
     wanted: dict[str, set[str]] = {}
     orphaned = 0
     for r in recorded:
@@ -68,7 +78,7 @@ def suppressor(column: str, held: dict[str, Key],
     makers = {key_id: keyed_pseudonym(held[key_id], column) for key_id in wanted}
 
     def erased(table: pa.Table) -> np.ndarray:
-        values = table[column].to_pylist()
+        values = subject_ids(table[column].to_pandas(), spec)
         distinct = {v for v in values if v is not None}
         hit = {v for v in distinct
                if any(makers[k](v) in wanted[k] for k in makers)}
@@ -92,7 +102,8 @@ def ingest_suppressor(contract: DataContract,
         log.warning("%d erasure request(s) recorded, but the contract names no subject column "
                     "(anonymize.subject_column): nothing suppressed", len(recorded))
         return None
-    return suppressor(column, keys.held(cfg.key_file), recorded)
+    spec = next(c for c in contract.columns if c.name == column)
+    return suppressor(spec, keys.held(cfg.key_file), recorded)
 
 
 # ---- lineage: training runs, versions, batches -----------------------------------------------
@@ -193,10 +204,14 @@ def find(pseudonyms: dict[str, str]) -> Affected:
     return affected
 
 
-def erase(raw_id: str, column: str, held: dict[str, Key]) -> tuple[str, Affected]:
+def erase(raw_id: str, spec: ColumnSpec, held: dict[str, Key]) -> tuple[str, Affected]:
     """Answer one erasure request: find what holds the subject, record the request (its
     pseudonym under every held key) and tag what it affects. Returns (request id, affected)."""
-    pseudonyms = {key_id: keyed_pseudonym(key, column)(raw_id) for key_id, key in held.items()}
+    column, (subject,) = spec.name, subject_ids(pd.Series([raw_id]), spec)
+    if subject is None:
+        raise InputError(f"the subject id does not convert to {column}'s type {spec.dtype} in "
+                         "the data contract (it is not shown); check it against the request")
+    pseudonyms = {key_id: keyed_pseudonym(key, column)(subject) for key_id, key in held.items()}
     affected = find(pseudonyms)
     request = tracking.start_run(EXPERIMENT, time.strftime("erase-%Y%m%d-%H%M%S"),
                                  {"privgen.flow": "erasure"},

@@ -5,12 +5,15 @@ import os
 import secrets
 import stat
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from tasks import keys
 from tasks.anonymize import KEY_ENV, Key, key_id, keyed_pseudonym
-from tasks.erasure import suppressor
+from tasks.contract import ColumnSpec, DataContract, DType, Role
+from tasks.erasure import subject_ids, suppressor
 from tasks.errors import ConfigError, PrivacyError
 from tasks.gates import RegisterConfig
 from tasks.ingest import ERASED, INGEST_ERROR, IngestConfig, ingest
@@ -45,8 +48,6 @@ CSV = ("ticket_id,customer_id,product\nT-000001,C-00001,Router\nT-000002,C-00002
 
 
 def _contract():
-    from tasks.contract import ColumnSpec, DataContract, Role
-
     return DataContract(columns=(ColumnSpec(name="ticket_id", role=Role.ID),
                                  ColumnSpec(name="customer_id", role=Role.ID),
                                  ColumnSpec(name="product")))
@@ -58,11 +59,10 @@ def test_ingest_quarantines_an_erased_subjects_rows_without_keeping_their_values
     key = _key()
     request = {"request": "r1", "column": "customer_id",
                "pseudonyms": {key.key_id: keyed_pseudonym(key, "customer_id")(" c-00001 ")}}
-    erased = suppressor("customer_id", {key.key_id: key}, [request])
+    erased = suppressor(ColumnSpec(name="customer_id", role=Role.ID), {key.key_id: key},
+                        [request])
     result = ingest(IngestConfig(path=src), tmp_path / "raw", erased)
     assert result.rows == 4 and result.rows_erased == 2
-    import pandas as pd
-
     canonical = pd.read_parquet(result.canonical_path)
     gone = canonical[canonical[INGEST_ERROR] == ERASED]
     assert gone["_source_row"].tolist() == [1, 3]
@@ -81,9 +81,21 @@ def test_no_request_under_a_held_key_suppresses_nothing(tmp_path, caplog):
     held, gone = _key(), _key()
     request = {"request": "r1", "column": "customer_id",
                "pseudonyms": {gone.key_id: keyed_pseudonym(gone, "customer_id")("C-00001")}}
-    assert suppressor("customer_id", {held.key_id: held}, [request]) is None
+    spec = ColumnSpec(name="customer_id", role=Role.ID)
+    assert suppressor(spec, {held.key_id: held}, [request]) is None
     assert "no longer held" in caplog.text
-    assert suppressor("customer_id", {held.key_id: held}, []) is None
+    assert suppressor(spec, {held.key_id: held}, []) is None
+
+
+def test_an_integer_subject_id_is_one_id_however_it_is_written(tmp_path):
+    spec = ColumnSpec(name="customer_id", dtype=DType.INTEGER, role=Role.ID)
+    key = _key()
+    (subject,) = subject_ids(pd.Series(["123"]), spec)
+    request = {"request": "r1", "column": "customer_id",
+               "pseudonyms": {key.key_id: keyed_pseudonym(key, "customer_id")(subject)}}
+    erased = suppressor(spec, {key.key_id: key}, [request])
+    table = pa.table({"customer_id": ["00123", "123.0", "1234", None]})
+    assert erased(table).tolist() == [True, True, False, False]
 
 
 @pytest.fixture
