@@ -6,6 +6,11 @@ ledger outlives the machine, shows as one table in the UI and is read back with 
 whichever experiment trained the model). An entry is written as each release is made: after
 the domain stage (its Gaussian histograms), then again after training with the family's own
 mechanism added, so a run that fails after the domains still has its spend on record.
+
+A population is the exact set of people behind a run (``population_key``); ``privgen budget``
+composes per population. The check before a run follows people instead: its members' earlier
+releases under other population keys (a grown table, one after an erasure) count too, found
+by each run's subject Bloom filter (``tasks.subjects``).
 """
 
 from __future__ import annotations

@@ -107,6 +107,15 @@ def two_runs_then_a_refused_third(root: Path) -> None:
     assert not any(k.startswith(("mst.", "privacy.epsilon")) for k in
                    [*refused.data.params, *refused.data.metrics]), "nothing was trained"
     assert len(ledger.entries(population)) == 2, "nothing was spent"
+    # More rows and new customers make a new population, but its old members have spent the
+    # same: the run is refused all the same.
+    grown = root / "grown.csv"
+    frame = pd.read_csv(data)
+    new = frame.head(30).assign(customer_id=[f"C-{900 + i}" for i in range(30)])
+    pd.concat([frame, new]).to_csv(grown, index=False)
+    with pytest.raises(PrivacyError, match="most exposed data subject") as refused_too:
+        run(root, grown, config, f"train.privacy.lifetime_budget={lifetime}")
+    assert population not in str(refused_too.value)
     assert budget_json(population)["lifetime_budget"] is None  # the two runs set none
     result = CliRunner().invoke(app, ["budget", "--dataset", population, "--lifetime",
                                       str(lifetime)])
