@@ -160,9 +160,12 @@ def _noise_for(target: float, delta: float, prior: tuple, q: float, steps: int,
     # An ε by PRV takes 0.2–1 s on 2 cores, by RDP 0.05–0.3 s, and bisection a dozen or more
     # of them. The rough RDP bound is looser, so its σ sits a little above the answer: start
     # there, with its slope, and close in (``least``).
-    guess = bisect(lambda s: eps(s, "rough"), target, increasing=False, tol=0.02)
-    slope = (math.log(eps(1.01 * guess, "rough")) - math.log(eps(guess, "rough"))) \
-        / math.log(1.01)
+    try:
+        guess = bisect(lambda s: eps(s, "rough"), target, increasing=False, tol=0.02)
+        slope = (math.log(eps(1.01 * guess, "rough")) - math.log(eps(guess, "rough"))) \
+            / math.log(1.01)
+    except ValueError:  # the rough bound of the prior alone passes the target; PRV's does not
+        guess, slope = 1.0, -1.0
     return least(eps, target, guess, slope)
 
 

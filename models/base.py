@@ -131,6 +131,35 @@ class FitResult:
 
 
 @dataclass
+class Plan:
+    """What ``fit`` will spend on a number of records within a ``Budget``, from the settings
+    alone (no record read), so preflight can state it and refuse before any work. ``events``:
+    the mechanisms ``fit`` will run, as ``FitResult.events``; ``epsilon``: them composed with
+    the budget's prior, by the accountant ``fit`` reports with; ``params``: the mechanism's
+    settings (σ, q, steps; ρ, rounds, measurements). ``dpsgd``: a network trained by DP-SGD,
+    which preflight builds and dry-runs from ``config`` and ``spec``. ``parts``: the plans of
+    a composite family's parts."""
+
+    family: str
+    mechanism: str
+    events: list[dict]
+    epsilon: float
+    delta: float
+    params: dict[str, Any] = field(default_factory=dict)
+    dpsgd: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    spec: TableSpec | None = None
+    parts: dict[str, Plan] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-able, for logs and artifacts (the spec left out)."""
+        return {"family": self.family, "mechanism": self.mechanism, "events": self.events,
+                "epsilon": self.epsilon, "delta": self.delta, "params": self.params,
+                "dpsgd": self.dpsgd, "config": self.config,
+                "parts": {k: p.to_dict() for k, p in self.parts.items()}}
+
+
+@dataclass
 class Proposal:
     """Candidates from one round: ``rows[i]`` a record, or None with ``reasons[i]`` saying why
     the raw output ``raw[i]`` (a generated line, for text models) does not make one."""
@@ -180,6 +209,12 @@ class Generator:
         ``on_progress`` receives per-epoch/round figures (``epoch``, ``loss``, ``epsilon``...).
         Sets ``self.spec`` and ``self.fit_result`` and returns the latter."""
         raise NotImplementedError
+
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        """What ``fit`` on ``n_records`` records of ``spec`` within ``budget`` will spend, from
+        the settings alone. ValueError when the budget cannot be met (e.g. ``budget.prior``
+        already reaches its ε)."""
+        raise NotImplementedError(f"the {self.family} family states no plan")
 
     def _propose(self, n: int, seed: int, conditions: Mapping[str, str] | None) -> Proposal:
         """``n`` candidate records, deterministic in ``seed``; rows hold every spec column,
@@ -251,14 +286,17 @@ class Generator:
                 df[f.name] = df[f.name].astype("string")
         return df
 
+    def config_dict(self) -> dict:
+        """The config as JSON-able settings (what ``save`` writes to ``family.json``)."""
+        return self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") \
+            else dict(self.config or {})
+
     def save(self, directory: str | Path) -> Path:
         """The family's files plus ``family.json`` in ``directory`` (created)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save(directory)
-        config = self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") \
-            else dict(self.config)
-        meta = {"family": self.family, "config": config,
+        meta = {"family": self.family, "config": self.config_dict(),
                 "spec": self.spec.to_dict() if self.spec else None,
                 "fit": asdict(self.fit_result) if self.fit_result else None}
         (directory / FAMILY_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from models import accounting, dpsgd
-from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
 from models.ctgan_modules import (
     COLLAPSE_THRESHOLD,
     CTGANGenerator,
@@ -203,6 +203,15 @@ class DPCTGAN(Generator):
             epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
             if dp.private else None)
         return self.fit_result
+
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        """DP-SGD after the one release of category counts (when the spec, or no spec, may
+        hold a categorical column)."""
+        counts = budget.enabled and (spec is None or any(
+            f.kind == "categorical" for f in spec.structured))
+        return dpsgd.plan(self, n_records, self.config.batch_size, self.config.epochs, budget,
+                          spec, "DP-SGD (Opacus), Poisson sampling; Gaussian category counts",
+                          [accounting.gaussian(self.config.frequency_noise)] if counts else [])
 
     def _discriminator_step(self, dp: dpsgd.Private, real: torch.Tensor,
                             gen: torch.Generator) -> float:

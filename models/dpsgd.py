@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from models import accounting
-from models.base import Budget
+from models.base import Budget, Generator, Plan, TableSpec
 
 
 @dataclass
@@ -63,10 +63,8 @@ def privatize(module: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int,
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
 
-    batch_size = min(batch_size, n)
-    plain = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size)
-    steps = len(plain) * epochs
-    q = 1 / len(plain)
+    plain = DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n))
+    q, steps = sampling(n, batch_size, epochs)
     spent = list(budget.prior) + list(prior or [])
     if not budget.enabled:
         loader = DPDataLoader.from_data_loader(plain, generator=generator)
@@ -79,6 +77,34 @@ def privatize(module: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int,
         max_grad_norm=budget.max_grad_norm, poisson_sampling=True,
         noise_generator=None if budget.secure_mode else generator)
     return Private(module, optimizer, loader, True, sigma, q, steps, spent)
+
+
+def sampling(n: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(q, steps) as ``privatize`` runs them: ⌈n / batch_size⌉ Poisson batches an epoch, each
+    record in each at rate q = 1 / that many."""
+    batches = math.ceil(n / min(batch_size, n))
+    return 1 / batches, batches * epochs
+
+
+def plan(gen: Generator, n: int, batch_size: int, epochs: int, budget: Budget,
+         spec: TableSpec | None, mechanism: str, prior: list[dict] | None = None) -> Plan:
+    """The plan of ``gen``'s fit by ``privatize`` on ``n`` records: σ for ``sampling``'s q and
+    steps after ``budget.prior`` + ``prior`` (the family's own releases before DP-SGD), as
+    ``privatize`` will find it. ValueError if the prior spending already reaches the target."""
+    q, steps = sampling(n, batch_size, epochs)
+    events, sigma, eps = [], 0.0, math.inf
+    if budget.enabled:
+        spent = [*budget.prior, *(prior or [])]
+        sigma = accounting.noise_for(budget.epsilon, budget.delta, spent, q, steps,
+                                     budget.accountant)
+        events = [*(prior or []), accounting.gaussian(sigma, q, steps)]
+        eps = accounting.epsilon([*budget.prior, *events], budget.delta, budget.accountant)
+    return Plan(gen.family, mechanism if budget.enabled else "none (non-private)", events, eps,
+                budget.delta, {"sigma": sigma, "q": q, "steps": steps, "epochs": epochs,
+                               "batch_size": batch_size, "expected_batch": q * n,
+                               "max_grad_norm": budget.max_grad_norm if budget.enabled
+                               else None},
+                dpsgd=True, config=gen.config_dict(), spec=spec)
 
 
 def no_records(optimizer: torch.optim.Optimizer) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import accounting
-from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
 from models.marginal_encoding import Column, decode, encode, log_within, plan_column
 from models.marginal_select import aim_rounds, estimate, junction_tree, mst_tree
 from models.marginal_tree import JunctionTree
@@ -130,6 +130,25 @@ class _Marginal(Generator):
             seconds=time.perf_counter() - start, epsilon_check=check)
         return self.fit_result
 
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        """ρ as ``fit`` takes it from the budget; its events (noisy histograms and marginals,
+        selections) all compose as ρ-zCDP, so one zCDP event of ρ stands for them."""
+        private = budget.enabled
+        rho = accounting.rho_for(budget.epsilon, budget.delta, list(budget.prior)) \
+            if private else math.inf
+        events = [accounting.zcdp(rho)] if private else []
+        eps = accounting.epsilon([*budget.prior, *events], budget.delta, "rdp") \
+            if private else math.inf
+        params: dict = {"rho": rho, "quantile_share": self.config.quantile_share}
+        if spec is not None:
+            params |= self._planned(len(spec.structured))
+        return Plan(self.family, self.mechanism_name if private else "none (non-private)",
+                    events, eps, budget.delta, params, config=self.config_dict(), spec=spec)
+
+    def _planned(self, d: int) -> dict:
+        """The measurements and selections of ``d`` structured columns, at most."""
+        raise NotImplementedError
+
     def _codes_for(self, conditions: Mapping[str, object]) -> dict[str, int]:
         frame = pd.DataFrame([dict(conditions)], columns=list(conditions))
         cols = [c for c in self.columns if c.name in conditions]
@@ -189,6 +208,11 @@ class AIM(_Marginal):
     config_class = AIMConfig
     mechanism_name = "AIM (McKenna et al. 2022), zCDP"
 
+    def _planned(self, d: int) -> dict:
+        rounds = self.config.rounds
+        return {"one_way_measurements": d, "rounds_at_most": rounds,
+                "measurements_at_most": d + rounds, "selections_at_most": rounds}
+
     def _select_and_measure(self, codes, sizes, rho, rng, private, on_progress):
         cfg = self.config
         if cfg.target is not None and cfg.target not in sizes:
@@ -204,6 +228,10 @@ class MST(_Marginal):
     family = "mst"
     config_class = MSTConfig
     mechanism_name = "MST (McKenna et al. 2021), zCDP"
+
+    def _planned(self, d: int) -> dict:
+        return {"one_way_measurements": d, "two_way_measurements": max(d - 1, 0),
+                "selections": max(d - 1, 0)}
 
     def _select_and_measure(self, codes, sizes, rho, rng, private, on_progress):
         return mst_tree(codes, sizes, rho, rng, private, on_progress)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from models import accounting, dpsgd
-from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
 from models.tabular import RowTransformer, propose_matching
 
 WEIGHTS, TRANSFORMER = "tvae.safetensors", "transformer.json"
@@ -176,6 +176,10 @@ class TVAE(Generator):
             epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
             if dp.private else None)
         return self.fit_result
+
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        return dpsgd.plan(self, n_records, self.config.batch_size, self.config.epochs, budget,
+                          spec, "DP-SGD (Opacus), Poisson sampling")
 
     @torch.no_grad()
     def _generate(self, n: int, gen: torch.Generator) -> list[dict]:

@@ -1,6 +1,7 @@
-"""The ε of one training run: DP-SGD composed with the Gaussian releases that estimated its
-released contract's value domains (``tasks.domain``), by the training accountant (Opacus' PRV or
-RDP), cross-checked by Google's privacy-loss-distribution accountant (dp-accounting).
+"""The ε of one training run: the family's mechanism composed with the Gaussian releases that
+estimated its released contract's value domains (``tasks.domain``), by the training accountant
+(``models.accounting``: Opacus' PRV or RDP), cross-checked by Google's privacy-loss-distribution
+accountant (dp-accounting).
 
 A Gaussian count release of L2 sensitivity 1 is DP-SGD's step without subsampling, so both
 accountants take it as one more history entry (σ, sampling rate 1, count). Thresholding observed
@@ -10,12 +11,9 @@ Wilkins et al. 2024); it is subtracted from the run's δ before ε is read off.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
-import numpy as np
-from opacus.accountants import create_accountant
-
+from models import accounting
 from tasks.errors import PrivacyError
 
 Step = tuple[float, float, int]  # (noise multiplier σ, sampling rate q, steps)
@@ -35,9 +33,6 @@ class DomainSpend:
     def from_dict(cls, d: dict | None) -> DomainSpend:
         return cls(**d) if d else cls()
 
-    def history(self) -> list[Step]:
-        return [(self.noise_multiplier, 1.0, self.releases)] if self.releases else []
-
 
 def _remaining(delta: float, spend: DomainSpend) -> float:
     if not delta > spend.delta:
@@ -47,62 +42,38 @@ def _remaining(delta: float, spend: DomainSpend) -> float:
     return delta - spend.delta
 
 
+def events(sgd: Step | None, spend: DomainSpend) -> list[dict]:
+    """DP-SGD ``sgd`` (None: not trained yet) and ``spend`` as ``models.accounting`` events."""
+    out = [accounting.gaussian(*sgd)] if sgd and sgd[2] > 0 else []
+    return out + ([accounting.gaussian(spend.noise_multiplier, 1.0, spend.releases)]
+                  if spend.releases else [])
+
+
 def epsilon(accountant: str, sgd: Step | None, spend: DomainSpend, delta: float) -> float:
     """ε at total ``delta`` of DP-SGD (``sgd``; None: not trained yet) composed with ``spend``,
-    by the Opacus accountant named ``accountant`` ("prv" or "rdp")."""
-    history = ([sgd] if sgd and sgd[2] > 0 else []) + spend.history()
-    if not history:
-        return 0.0
-    acc = create_accountant(accountant)
-    acc.history = history
-    with np.errstate(divide="ignore"), warnings.catch_warnings():
-        # PRV at sampling rate 1 takes log(0) on a branch it then discards; RDP warns when the
-        # best order is its largest, which only loosens (never lowers) the bound.
-        warnings.simplefilter("ignore")
-        return float(acc.get_epsilon(_remaining(delta, spend)))
+    by ``models.accounting``'s accountant ``accountant`` ("prv" or "rdp")."""
+    history = events(sgd, spend)
+    return accounting.epsilon(history, _remaining(delta, spend), accountant) if history else 0.0
 
 
 def pld_epsilon(sgd: Step | None, spend: DomainSpend, delta: float) -> float:
     """The same composition by dp-accounting's PLD accountant: an independent implementation."""
-    from dp_accounting import dp_event
-    from dp_accounting.pld import pld_privacy_accountant
-
-    events = []
-    if sgd and sgd[2] > 0:
-        step = dp_event.PoissonSampledDpEvent(sgd[1], dp_event.GaussianDpEvent(sgd[0]))
-        events.append(dp_event.SelfComposedDpEvent(step, sgd[2]))
-    if spend.releases:
-        events.append(dp_event.SelfComposedDpEvent(
-            dp_event.GaussianDpEvent(spend.noise_multiplier), spend.releases))
-    if not events:
-        return 0.0
-    accountant = pld_privacy_accountant.PLDAccountant()
-    accountant.compose(dp_event.ComposedDpEvent(events))
-    return float(accountant.get_epsilon(_remaining(delta, spend)))
+    history = events(sgd, spend)
+    return accounting.epsilon_check(history, _remaining(delta, spend)) if history else 0.0
 
 
-def domain_sigma(accountant: str, releases: int, threshold_delta: float, sgd: Step,
+def domain_sigma(accountant: str, releases: int, threshold_delta: float, family: list[dict],
                  target_epsilon: float, delta: float) -> float:
     """The least noise σ at which ``releases`` Gaussian releases (and ``threshold_delta``),
-    composed with DP-SGD ``sgd``, keep the run within ``target_epsilon`` at ``delta``. DP-SGD
-    gets its share first; the domains get what composition leaves, which is far more than a
-    plain split: Gaussian mechanisms compose in quadrature, not by adding their ε."""
-    if epsilon(accountant, sgd, DomainSpend(1e6, releases, threshold_delta), delta) \
-            >= target_epsilon:
-        raise PrivacyError(f"train.privacy.domain_share: DP-SGD's share alone reaches "
-                           f"train.privacy.target_epsilon={target_epsilon:g}; raise the share")
-    return _bisect(lambda s: epsilon(accountant, sgd, DomainSpend(s, releases, threshold_delta),
-                                     delta), target_epsilon)
-
-
-def _bisect(eps, target: float) -> float:
-    """The smallest σ (to 0.1 %) with eps(σ) ≤ target."""
-    low, high = 0.0, 1.0
-    while eps(high) > target:  # a plain Gaussian at σ → 0 has unbounded ε: bracket first
-        low, high = high, 2 * high
-        if high > 1e6:
-            raise PrivacyError(f"ε {target:g} is out of reach at any noise level")
-    while high - low > 1e-3 * high:
-        mid = (low + high) / 2
-        low, high = (mid, high) if eps(mid) > target else (low, mid)
-    return high
+    composed with the ``family``'s planned events (``models.base.Plan``), keep the run within
+    ``target_epsilon`` at ``delta``. The family gets its share first; the domains get what
+    composition leaves, which is far more than a plain split: Gaussian mechanisms compose in
+    quadrature, not by adding their ε."""
+    remaining = _remaining(delta, DomainSpend(0.0, releases, threshold_delta))
+    try:
+        return accounting.noise_for(target_epsilon, remaining, family, 1.0, releases,
+                                    accountant)
+    except ValueError:
+        raise PrivacyError(f"train.privacy.domain_share: the family's share alone reaches "
+                           f"train.privacy.target_epsilon={target_epsilon:g}; raise the "
+                           "share") from None

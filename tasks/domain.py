@@ -18,21 +18,23 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from opacus.accountants.utils import get_noise_multiplier
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy.stats import norm
 
-from tasks import composition, tracking
+from models import accounting, base
+from models.base import TableSpec
+from tasks import composition, release, tracking
 from tasks.contract import ColumnSpec, DataContract, Domain, DType, Role
 from tasks.errors import PrivacyError
 from tasks.preflight import plan_sampling
+from tasks.spec import choose_family, table_spec
 from tasks.train import TrainConfig, resolve_delta, split_holdout
 
 if TYPE_CHECKING:  # the anonymize stage's scrubbing dependencies are heavy
@@ -78,11 +80,14 @@ def refusal(needed: dict[str, list[str]]) -> str:
 
 
 def calibrate(needed: dict[str, list[str]], contract: DataContract, cfg: TrainConfig,
-              n_records: int) -> tuple[composition.DomainSpend, float | None, float]:
-    """(spend, threshold, DP-SGD's ε). DP-SGD is calibrated to ``1 - domain_share`` of the ε
-    target; the domains' one σ is the least that keeps the composition within the target.
-    Thresholds take half of ``domain_share`` of δ: a noisy count of 1 passes with that
-    probability, per category column."""
+              n_records: int, family: str = "causal_lm",
+              spec: TableSpec | None = None) -> tuple[composition.DomainSpend, float | None, float]:
+    """(spend, threshold, the family's ε). The ``family`` (its mechanism on ``spec``, as its
+    plan states it) is calibrated to ``1 - domain_share`` of the ε target; the domains' one σ
+    is the least that keeps the composition within the target. A family that states no plan
+    leaves the domains ``domain_share`` of ε on their own. Thresholds take half of
+    ``domain_share`` of δ: a noisy count of 1 passes with that probability, per category
+    column."""
     p = cfg.privacy
     specs = {c.name: c for c in contract.columns}
     categories = sum("allowed" in f for f in needed.values())
@@ -91,17 +96,41 @@ def calibrate(needed: dict[str, list[str]], contract: DataContract, cfg: TrainCo
     if not releases:
         return composition.DomainSpend(), None, p.target_epsilon
     delta = resolve_delta(p, n_records)
-    sgd_epsilon = (1 - p.domain_share) * p.target_epsilon
-    sample_rate, steps = plan_sampling(n_records, cfg)
-    sgd_sigma = get_noise_multiplier(target_epsilon=sgd_epsilon, target_delta=delta,
-                                     sample_rate=sample_rate, steps=steps,
-                                     accountant=p.accountant)
+    family_epsilon = (1 - p.domain_share) * p.target_epsilon
     per_column = p.domain_share * delta / 2 / max(categories, 1)
     thresholds = per_column * categories
-    sigma = composition.domain_sigma(p.accountant, releases, thresholds,
-                                     (sgd_sigma, sample_rate, steps), p.target_epsilon, delta)
+    events = family_events(family, cfg, n_records, family_epsilon, delta, thresholds, spec)
+    target = p.target_epsilon if events is not None else p.domain_share * p.target_epsilon
+    sigma = composition.domain_sigma(p.accountant, releases, thresholds, events or [], target,
+                                     delta)
     threshold = 1.0 + sigma * float(norm.isf(per_column))
-    return composition.DomainSpend(sigma, releases, thresholds), threshold, sgd_epsilon
+    return composition.DomainSpend(sigma, releases, thresholds), threshold, family_epsilon
+
+
+def family_events(family: str, cfg: TrainConfig, n_records: int, epsilon: float, delta: float,
+                  thresholds: float, spec: TableSpec | None) -> list[dict] | None:
+    """The events ``family`` plans at ``epsilon`` alone (δ: what thresholds leave of
+    ``delta``); None when it states no plan. The causal LM's DP-SGD as ``train`` calibrates it
+    (Opacus' search at the full δ)."""
+    p = cfg.privacy
+    if family == "causal_lm":
+        from opacus.accountants.utils import get_noise_multiplier
+
+        sample_rate, steps = plan_sampling(n_records, cfg)
+        sigma = get_noise_multiplier(target_epsilon=epsilon, target_delta=delta,
+                                     sample_rate=sample_rate, steps=steps,
+                                     accountant=p.accountant)
+        return [accounting.gaussian(sigma, sample_rate, steps)]
+    budget = base.Budget(epsilon=epsilon, delta=delta - thresholds, accountant=p.accountant,
+                         max_grad_norm=p.max_grad_norm)
+    try:
+        return base.create(family, cfg.section(family)).plan(n_records, budget, spec).events
+    except NotImplementedError:
+        return None
+    except ValueError as exc:
+        raise PrivacyError(f"train.privacy.domain_share: {family} cannot spend "
+                           f"{1 - p.domain_share:.0%} of train.privacy.target_epsilon="
+                           f"{p.target_epsilon:g} ({exc})") from None
 
 
 def _bounded(spec: ColumnSpec, fields: list[str]) -> bool:
@@ -257,18 +286,61 @@ def estimate(df: pd.DataFrame, contract: DataContract, spend: composition.Domain
 
 
 def plan(contract: DataContract, operators: dict[str, str], columns: list[str],
-         cfg: TrainConfig, n_records: int) -> dict:
+         cfg: TrainConfig, n_records: int, anonymize: AnonymizeConfig | None = None,
+         planted: int = 0) -> dict:
     """What the domains will cost, from the contract and settings alone (no data value), so
-    preflight can show the run's total ε before anything is spent. Raises PrivacyError in
-    refuse mode when generation would rely on observed values. ``n_records``: what training
-    will see, canaries included (it sets δ and DP-SGD's sampling)."""
+    preflight can show the run's total ε before anything is spent; and the family training
+    will use (``auto`` resolved as ``train`` will resolve it), which the domains' share is
+    calibrated against, with the table's shape (columns, kinds, category counts; stand-in
+    values) for its plan. Raises PrivacyError in refuse mode when generation would rely on
+    observed values. ``n_records``: what training will see; ``planted``: audit canaries,
+    counted when the family plants them (a likelihood and a text column). ``anonymize``: the
+    settings that release ``columns`` (None: ``contract`` describes them as released)."""
     p = cfg.privacy
     needed = relied_on(contract, operators, columns) if p.enabled else {}
     if needed and p.observed_domains == "refuse":
         raise PrivacyError(refusal(needed))
-    spend, threshold, sgd = calibrate(needed, contract, cfg, n_records)
+    family, reason, spec = planned_family(contract, needed, columns, cfg, anonymize)
+    text = [c.name for c in contract.with_role(Role.TEXT) if c.name in columns]
+    likelihood = family == "causal_lm" or base.family_class(family).has_log_prob
+    planted = planted if text and likelihood else 0
+    spend, threshold, share = calibrate(needed, contract, cfg, n_records + planted, family,
+                                        spec)
     return {"needed": needed, "spend": asdict(spend), "threshold": threshold,
-            "sgd_epsilon": sgd, "share": p.domain_share if spend.releases else 0.0}
+            "sgd_epsilon": share, "share": p.domain_share if spend.releases else 0.0,
+            "family": family, "family_reason": reason, "planted": planted,
+            "shape": _stand_ins(spec).to_dict() if spec else None}
+
+
+def planned_family(contract: DataContract, needed: dict[str, list[str]], columns: list[str],
+                   cfg: TrainConfig, anonymize: AnonymizeConfig | None
+                   ) -> tuple[str, str, TableSpec | None]:
+    """(family, reason, table spec) as ``train`` will find them if the estimates release what
+    ``needed`` asks (the declared values standing in for them; observed fields nothing
+    relies on dropped, as ``estimate`` drops them). The spec is None for the causal LM."""
+    specs = []
+    for spec in contract.columns:
+        if spec.domain is Domain.OBSERVED:
+            kept = needed.get(spec.name, [])
+            spec = spec.model_copy(update={f: None for f in spec.domain_fields()
+                                           if f not in kept})
+        specs.append(spec)
+    released = DataContract(columns=tuple(specs), extra_columns=contract.extra_columns)
+    if anonymize is not None:
+        released = release.released_contract(released, anonymize)
+    family, reason = (cfg.family, "set in train.family") if cfg.family != "auto" else \
+        choose_family(released, columns)
+    return family, reason, None if family == "causal_lm" else table_spec(released, columns)
+
+
+def _stand_ins(spec: TableSpec) -> TableSpec:
+    """``spec`` with every value replaced by a stand-in: the plan carries the table's shape,
+    never a value seen in the private data."""
+    return TableSpec(tuple(
+        replace(f, values=tuple(f"value {i}" for i in range(len(f.values)))
+                if f.values is not None else None,
+                low=0.0 if f.kind == "numeric" else None,
+                high=1.0 if f.kind == "numeric" else None) for f in spec.fields))
 
 
 def _training_rows(anonymized_path: str, cfg: TrainConfig, seed: int) -> pd.DataFrame:
@@ -279,20 +351,21 @@ def _training_rows(anonymized_path: str, cfg: TrainConfig, seed: int) -> pd.Data
 def plan_task(anonymized_path: str, contract: DataContract, anonymize: AnonymizeConfig,
               cfg: TrainConfig, seed: int, run_id: str, planted: int = 0) -> dict:
     """``plan`` for the records training will see (the same holdout split, plus the
-    ``planted`` canaries)."""
+    ``planted`` canaries where the family plants them)."""
     from tasks.anonymize import operators_for
 
     train_df = _training_rows(anonymized_path, cfg, seed)
     result = plan(contract, operators_for(contract, anonymize), list(train_df.columns), cfg,
-                  len(train_df) + planted)
+                  len(train_df), anonymize, planted)
     spend = result["spend"]
     tracking.log_params(run_id, {"privacy.domain_releases": spend["releases"],
                                  "privacy.domain_noise_multiplier": spend["noise_multiplier"],
                                  "privacy.domain_share": result["share"],
                                  "privacy.sgd_target_epsilon": result["sgd_epsilon"]})
     get_run_logger().info("domains: %d observed columns to estimate under DP (%d releases, "
-                          "σ %.2f)", len(result["needed"]), spend["releases"],
-                          spend["noise_multiplier"])
+                          "σ %.2f), calibrated against family %s (%s)", len(result["needed"]),
+                          spend["releases"], spend["noise_multiplier"], result["family"],
+                          result["family_reason"])
     return result
 
 

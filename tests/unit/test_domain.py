@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models import accounting
 from tasks import composition, datasheet, domain
 from tasks.contract import ColumnSpec, DataContract, Domain, DType, Role
 from tasks.errors import PrivacyError
@@ -41,7 +42,9 @@ def _contract(observed=Domain.OBSERVED):
 
 @pytest.fixture(scope="module")
 def planned(bank):
-    return domain.plan(_contract(), {}, list(bank.columns), TrainConfig(), len(bank))
+    # The causal LM's calibration (its DP-SGD); a table family's is tested below.
+    return domain.plan(_contract(), {}, list(bank.columns), TrainConfig(family="causal_lm"),
+                       len(bank))
 
 
 def _released(bank, planned, seed=1234):
@@ -138,9 +141,33 @@ def test_composed_epsilon_is_within_target_below_the_plain_sum_and_cross_checked
     assert pld == pytest.approx(total, rel=0.03)
 
 
+def test_the_domains_are_calibrated_against_the_family_training_will_use(bank, planned):
+    """auto on a table without text is AIM: its ρ (Rényi accounting), not the causal LM's
+    DP-SGD, is what the domains compose with; and its plan carries the table's shape only."""
+    cfg = TrainConfig()
+    # (A raw datetime column has no finite domain for a table model: auto would pick the LM.)
+    aim = domain.plan(_contract(), {}, ["job", "age", "rating"], cfg, len(bank))
+    assert aim["family"] == "aim" and "no text" in aim["family_reason"]
+    assert planned["family"] == "causal_lm" and planned["shape"] is None
+    spend = composition.DomainSpend.from_dict(aim["spend"])
+    delta = 1 / (10 * N) - spend.delta  # what thresholding leaves the family
+    rho = accounting.rho_for(aim["sgd_epsilon"], delta, [])
+    releases = accounting.gaussian(spend.noise_multiplier, 1.0, spend.releases)
+    total = accounting.epsilon([accounting.zcdp(rho), releases], delta, "rdp")
+    assert total <= cfg.privacy.target_epsilon
+    assert total == pytest.approx(cfg.privacy.target_epsilon, rel=0.01)
+    # Not the causal LM's split: the same releases get another noise for another mechanism.
+    assert spend.noise_multiplier != pytest.approx(planned["spend"]["noise_multiplier"],
+                                                   rel=0.01)
+    shape = {f["name"]: f for f in aim["shape"]["fields"]}
+    assert list(shape["job"]["values"]) == [f"value {i}" for i in range(6)]  # counts, no value
+    assert (shape["age"]["low"], shape["age"]["high"]) == (0.0, 1.0)
+
+
 def test_a_share_that_leaves_nothing_for_the_domains_is_refused():
     with pytest.raises(PrivacyError, match="domain_share"):
-        composition.domain_sigma("prv", 3, 1e-7, (0.5, 0.1, 1000), 1.0, 1e-5)
+        composition.domain_sigma("prv", 3, 1e-7, [accounting.gaussian(0.5, 0.1, 1000)], 1.0,
+                                 1e-5)
 
 
 def test_datasheet_lists_declared_and_paid_for_values_never_the_unreleased_ones(bank, planned):
