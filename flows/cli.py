@@ -164,11 +164,7 @@ def run(
     started = time.monotonic()
     result = _run_with_progress("training flow", training_flow, cfg, preflight, resume)
     if preflight:
-        p = result["preflight"]
-        out.print(f"[green]plan ok[/]: {p['records']} training records, sample rate "
-                  f"{p['sample_rate']:.4f}, {p['steps']} steps, σ={p['noise_multiplier']:.3f} "
-                  f"→ ε={p['epsilon']:.2f} at δ={p['delta']:.1e} ({p['accountant']}); "
-                  f"dry run {p['dry_run_seconds']:.0f} s")
+        out.print(f"[green]plan ok[/]: {result['preflight']['summary']}")
         return
     m, t, e = result["model"], result["train"], result["eval"]
     out.print(
