@@ -27,6 +27,9 @@ _OFFLINE = {
     "GIT_PYTHON_REFRESH": "quiet",
     # Prefect would otherwise print a link to a UI that does not exist in ephemeral mode.
     "PREFECT_UI_ENABLED": "false",
+    # MLflow writes "View run … at: URL" to stdout when a run against a server ends, which
+    # breaks the CLI's --json output.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 

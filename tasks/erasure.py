@@ -257,7 +257,12 @@ def _update_datasheet(run_id: str, pending: list[str]) -> None:
         return
     sheet["erasure"] = {"state": "pending", "requests": pending}
     tracking.log_dict(run_id, sheet, "datasheet/datasheet.json")
-    tracking.log_text(run_id, datasheet.markdown(sheet), "datasheet/datasheet.md")
+    try:
+        text = datasheet.markdown(sheet)
+    except KeyError:  # a sheet of an older shape: its JSON carries the state
+        log.warning("datasheet of run %s: markdown not rewritten (older layout)", run_id)
+        return
+    tracking.log_text(run_id, text, "datasheet/datasheet.md")
 
 
 def _append(existing: str | None, request: str) -> str:
