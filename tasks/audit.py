@@ -54,6 +54,13 @@ class AuditConfig(BaseModel):
     # Training members and held-out non-members the membership tests compare at most (the
     # black-box attacks use half the held-out records, the other half their reference).
     mia_records: int = Field(default=1000, ge=10)
+    # Reference of the log-prob membership attack on models of text: "unigram" subtracts each
+    # record's text log-likelihood under public word frequencies (tasks.audit_mia.
+    # unigram_log_prob; Carlini et al. 2021's reference-model calibration), "none" attacks
+    # −log_prob alone, whose ranking a message's length and word rarity dominate (on the demo
+    # it did not find the non-private control's members measurably better than the DP
+    # model's, issue 13).
+    mia_reference: Literal["unigram", "none"] = "unigram"
     # False-positive rates at which the attack's TPR is reported and held against the DP bound
     # (low FPRs are where an attack on a few records shows: Carlini et al. 2022, "LiRA").
     mia_fprs: tuple[float, ...] = (0.001, 0.01)

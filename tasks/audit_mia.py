@@ -42,6 +42,37 @@ def loss_threshold_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray,
     return out
 
 
+def unigram_log_prob(texts: Sequence[str | None]) -> np.ndarray:
+    """[N] log-probability of each text under the public unigram word model: the sum over its
+    words (``models.vocab.words``) of log f(w), f from wordfreq's English frequencies (the
+    source of the text families' vocabulary, nothing from the private data), floored at
+    ``_FLOOR`` for a word wordfreq does not know; 0 for a missing text.
+
+    The reference of the calibrated membership attack: a record's log-likelihood under the
+    model less its log-likelihood under a reference model of public data (Carlini et al. 2021,
+    "Extracting Training Data from Large Language Models", §6.1; Watson et al. 2022, "On the
+    Importance of Difficulty Calibration in Membership Inference Attacks"). How long a text
+    is and how rare its words are move its likelihood under any model far more than
+    membership does; the ratio leaves what the model learnt about the record itself."""
+    from wordfreq import word_frequency
+
+    from models.vocab import words
+
+    cache: dict[str, float] = {}
+
+    def log_f(word: str) -> float:
+        if word not in cache:
+            cache[word] = math.log(max(word_frequency(word.lower(), "en"), _FLOOR))
+        return cache[word]
+
+    return np.array([sum(log_f(w) for w in words(t)) if isinstance(t, str) else 0.0
+                     for t in texts], dtype=float)
+
+
+# Frequency given to a word wordfreq does not list (below its smallest, about 1e-8).
+_FLOOR = 1e-9
+
+
 def _tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float) -> np.ndarray:
     """Largest TPR any membership test can reach at ``fpr`` against an (ε, δ)-DP mechanism:
     the hypothesis-testing region of Kairouz, Oh & Viswanath 2015 (Thm 2.1),

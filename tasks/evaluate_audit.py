@@ -68,9 +68,19 @@ def _attack(results: dict[str, Any], gate: str,
 
 def _loss_mia(gen: Generator, members: pd.DataFrame, nonmembers: pd.DataFrame,
               audit: AuditConfig) -> tuple[dict[str, float], dict]:
-    loss_m, loss_n = -gen.log_prob(members), -gen.log_prob(nonmembers)
-    return (audit_mia.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs),
-            {"members": loss_m.tolist(), "nonmembers": loss_n.tolist()})
+    """The loss attack on −log_prob, calibrated (``audit.mia_reference``) by the text columns'
+    log-likelihood under the public unigram model: loss = −(log p_model − log p_reference)."""
+    def loss(rows: pd.DataFrame) -> np.ndarray:
+        score = gen.log_prob(rows)
+        if audit.mia_reference == "unigram":
+            for field in gen.spec.text:
+                score = score - audit_mia.unigram_log_prob(rows[field.name].tolist())
+        return -score
+
+    loss_m, loss_n = loss(members), loss(nonmembers)
+    attack = audit_mia.loss_threshold_mia(loss_m, loss_n, audit.mia_fprs)
+    attack["reference"] = audit.mia_reference if gen.spec.text else "none"
+    return attack, {"members": loss_m.tolist(), "nonmembers": loss_n.tolist()}
 
 
 def _canaries(gen: Generator, canaries: dict, audit: AuditConfig,
