@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.cli_privacy import promotion_line
 from flows.training import training_flow
 from tasks import ledger, spec
 from tasks.errors import PrivacyError
@@ -91,6 +92,8 @@ def two_runs_then_a_refused_third(root: Path) -> None:
     assert row["epsilon"] < row["plain_sum"]
     assert row["epsilon_check"] == pytest.approx(row["epsilon"], rel=0.05)
     assert row["basis"] == "subject column customer_id"
+    shown = promotion_line("ledger-mst", second["model"]["version"])
+    assert population in shown and "2 release(s)" in shown
     raw = set(pd.read_csv(data)["customer_id"])
     assert not raw & set(json.dumps(row).replace('"', " ").split()), "no raw id in the ledger"
 
