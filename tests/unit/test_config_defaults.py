@@ -25,6 +25,8 @@ def test_no_config_still_runs_the_demo_as_before():
     assert cfg.anonymize.patterns == {"ORDER_ID": r"\bORD-\d{5,}\b"}
     assert cfg.evaluate.utility_label == "product"
     assert "created_at" in cfg.contract.names
+    # The demo's hybrid is sized for `make run` (issue 13); other tables keep the family's own.
+    assert cfg.train.hybrid["text"]["epochs"] < 5 and cfg.train.hybrid["table"]["rounds"] < 24
     # Hand-written demo lists and bounds are the data owner's public declarations.
     assert {c.domain for c in cfg.contract.columns} == {Domain.PUBLIC}
 
@@ -45,7 +47,7 @@ def test_a_file_with_its_own_contract_starts_from_generic_defaults(tmp_path):
     assert cfg.anonymize.model_dump() == AnonymizeConfig(generalize={"age": "bin:5"}).model_dump()
     assert cfg.evaluate == EvaluateConfig() and cfg.evaluate.utility_label is None
     assert operators_for(cfg.contract, cfg.anonymize)["age"] == "keep"
-    assert cfg.train.epochs == 2
+    assert cfg.train.epochs == 2 and cfg.train.hybrid == {}
 
 
 @pytest.fixture(scope="module")
