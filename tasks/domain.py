@@ -317,10 +317,11 @@ def planned_family(contract: DataContract, needed: dict[str, list[str]], columns
                    ) -> tuple[str, str, TableSpec | None]:
     """(family, reason, table spec) as ``train`` will find them if the estimates release what
     ``needed`` asks (the declared values standing in for them; observed fields nothing
-    relies on dropped, as ``estimate`` drops them). The spec is None for the causal LM."""
+    relies on dropped, as ``estimate`` drops them; a non-private run keeps the contract as
+    it is, as ``domain_task`` does). The spec is None for the causal LM."""
     specs = []
     for spec in contract.columns:
-        if spec.domain is Domain.OBSERVED:
+        if spec.domain is Domain.OBSERVED and cfg.privacy.enabled:  # else released as it is
             kept = needed.get(spec.name, [])
             spec = spec.model_copy(update={f: None for f in spec.domain_fields()
                                            if f not in kept})
