@@ -12,6 +12,13 @@ Peers run in their own venv (``benchmarks/peers_venv.py``); their scores are cac
     python benchmarks/tabular_peers.py [--data bank-full|bank.csv|demo|demo:channel]
         [--epsilons 1,3,8] [--methods aim,mst,tvae,dpctgan,auto,auto_paid,smartnoise_aim,...]
         [--n 45000] [--seed 0] [--quick] [--plot FILE.png] [--mlflow] [--out FILE.json]
+        [--merge EARLIER.json]...
+
+``--merge`` (repeatable): the rows of earlier reports on the same data and seed for the
+(method, ε) pairs not run now are carried over, each marked ``carried_from`` (its report's
+start time); a later report's row replaces an earlier one's unless it is an error and the
+earlier is not. E.g. a family that failed part-way, rerun on its own, joins the rest;
+``--methods ''`` runs nothing and only merges, scores acceptance, plots and logs.
 """
 
 from __future__ import annotations
@@ -215,10 +222,36 @@ def log_mlflow(report: dict, png: Path | None) -> None:
             mlflow.log_artifact(str(png))
 
 
+def carried(paths: list[Path], ctx: dict, methods: list[str],
+            epsilons: list[float]) -> list[dict]:
+    """The rows of the reports at ``paths`` that this run does not redo, each marked with its
+    report's start (the file's modification time when it has none); a later report's row
+    replaces an earlier one's unless it is an error and the earlier is not. SystemExit when a
+    report is of another data set or seed."""
+    redone = {(m, e) for m in methods
+              for e in ([math.inf] if m in REFERENCE_PEERS else epsilons)}
+    kept: dict[tuple, dict] = {}
+    for path in paths:
+        earlier = json.loads(path.read_text())
+        if (earlier.get("data"), earlier.get("seed")) != (ctx["data"], ctx["seed"]):
+            raise SystemExit(f"--merge {path}: data {earlier.get('data')!r}, seed "
+                             f"{earlier.get('seed')}; this run: {ctx['data']!r}, seed "
+                             f"{ctx['seed']}")
+        when = earlier.get("started") or time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+        for r in earlier["rows"]:
+            key = (r["method"], float(r["epsilon"]))
+            if key in redone or ("error" in r and key in kept and "error" not in kept[key]):
+                continue
+            kept[key] = {**r, "carried_from": r.get("carried_from", when)}
+    return list(kept.values())
+
+
 def report(ctx: dict, rows: list[dict], ceiling: dict, epsilons: list[float]) -> dict:
     """The JSON the benchmark prints."""
     return {
-        "benchmark": "tabular_peers", "data": ctx["data"], "label": ctx["label"],
+        "benchmark": "tabular_peers", "started": ctx["started"], "data": ctx["data"],
+        "label": ctx["label"],
         "train_rows": len(ctx["train"]), "test_rows": len(ctx["test"]), "n": ctx["n"],
         "seed": ctx["seed"],
         "delta": ctx["delta"], "train_on_real": {k: round(v, 4) for k, v in ceiling.items()},
@@ -265,9 +298,12 @@ def main() -> None:
     p.add_argument("--plot", type=Path, default=None)
     p.add_argument("--mlflow", action="store_true")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="an earlier report whose other (method, ε) rows are carried over")
     args = p.parse_args()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]
 
     df, label, categorical, numeric = load(args.data)
     train, test = split(df, label, args.seed)
@@ -276,14 +312,15 @@ def main() -> None:
         train = train.sample(n=min(3000, len(train)), random_state=args.seed)
         train, n = train.reset_index(drop=True), min(n, 2000)
     delta = 1 / (10 * len(train))
-    ctx = {"data": args.data + ("-quick" if args.quick else ""), "train": train, "test": test,
+    ctx = {"data": args.data + ("-quick" if args.quick else ""), "started": started,
+           "train": train, "test": test,
            "label": label, "categorical": categorical, "numeric": numeric, "seed": args.seed,
            "n": n, "delta": delta, "digest": digest(train), "peer_timeout": args.peer_timeout,
            "bounds": {c: [float(train[c].min()), float(train[c].max()),
                           bool((train[c] % 1 == 0).all())] for c in numeric}}
     ceiling = tstr_auc(train, test, label, categorical, numeric, seed=args.seed)
     contract = public_contract(train, categorical, numeric)
-    rows: list[dict] = []
+    rows = carried(args.merge, ctx, methods, epsilons)
     for method in methods:
         for eps in [None] if method in REFERENCE_PEERS else epsilons:
             started = time.monotonic()
