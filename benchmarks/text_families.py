@@ -4,6 +4,7 @@ samples, at each ε; prints JSON.
 
     .venv/bin/python benchmarks/text_families.py --families dplstm hybrid --eps 3 8 inf
     .venv/bin/python benchmarks/text_families.py --demo
+    .venv/bin/python benchmarks/text_families.py --families dplstm --eps 8 --with-demo
 """
 
 from __future__ import annotations
@@ -159,13 +160,20 @@ def main() -> None:
     parser.add_argument("--eps", nargs="+", type=float, default=[3.0, 8.0, math.inf])
     parser.add_argument("--table-family", default="mst", help="hybrid's table part")
     parser.add_argument("--set", nargs="*", default=[], help="text config key=value")
-    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--demo", action="store_true", help="the demo tickets only")
+    parser.add_argument("--with-demo", action="store_true",
+                        help="the review sentences, then the demo tickets at ε 8, in one run")
     parser.add_argument("--raw", action="store_true", help="demo on the raw messages")
     parser.add_argument("--save-dir", help="save each fitted model under this folder")
     args = parser.parse_args()
     config = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    result = demo(8.0, config, not args.raw, args.table_family, args.save_dir) if args.demo \
-        else yelp(args.families, args.eps, config, args.table_family, args.save_dir)
+    if args.demo:
+        result = demo(8.0, config, not args.raw, args.table_family, args.save_dir)
+    else:
+        result = yelp(args.families, args.eps, config, args.table_family, args.save_dir)
+        if args.with_demo:
+            result = {"reviews": result,
+                      "demo": demo(8.0, config, not args.raw, args.table_family, args.save_dir)}
     print(json.dumps(result, indent=2, default=str))
 
 
