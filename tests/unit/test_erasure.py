@@ -155,3 +155,17 @@ def test_promotion_warns_on_pending_erasure_and_refuses_it_by_policy():
 def test_key_file_permissions_stay_owner_only(key_file):
     keys.held(key_file)
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+
+
+def test_subject_column_is_the_configured_or_the_only_id_column():
+    from tasks.anonymize import AnonymizeConfig, subject_column
+
+    two = _contract()
+    assert subject_column(two, AnonymizeConfig(subject_column="customer_id")) == "customer_id"
+    with pytest.raises(ConfigError, match="ticket_id, customer_id"):
+        subject_column(two, AnonymizeConfig())
+    with pytest.raises(ConfigError, match="not an ID column"):
+        subject_column(two, AnonymizeConfig(subject_column="product"))
+    one = DataContract(columns=(ColumnSpec(name="customer_id", role=Role.ID),
+                                ColumnSpec(name="product")))
+    assert subject_column(one, AnonymizeConfig()) == "customer_id"
