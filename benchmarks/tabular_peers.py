@@ -201,7 +201,11 @@ def plot(rows: list[dict], ceiling: float, path: Path) -> None:
         ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
         ax.minorticks_off()
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    missing = [f"{r['method']} ε={r['epsilon']:g}: {r['error'][:60]}" for r in rows
+               if "roc_auc" not in r and "error" in r]
+    if missing:  # a peer that did not finish is a result too
+        fig.text(0.01, 0.01, "not shown: " + "; ".join(missing), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.06 if missing else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
