@@ -109,7 +109,7 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                        cfg.seed, run_id, planted=planted, domain=costs)
         spend = j.stage("ledger", ledger.check_task, anonymized["anonymized_path"],
                         ingested.source_digest, cfg.contract, cfg.anonymize, cfg.train,
-                        cfg.seed, cfg.digest(), run_id, planted=planted)
+                        cfg.seed, ledger.spend_digest(cfg), run_id, planted=planted)
         if preflight_only:
             status = "FINISHED"
             return {"run_id": run_id, "rows": validated, "preflight": plan}

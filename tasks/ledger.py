@@ -73,6 +73,17 @@ def population_key(anonymized: pd.DataFrame, column: str | None, key: Key,
     return "pop-" + mac.hexdigest()[:16]
 
 
+def spend_digest(config: Any) -> str:
+    """A digest of a pipeline config (``flows.config.PipelineConfig``) less what cannot change
+    what a run spends (the lifetime budget, where it logs, what it does after training), so a
+    scheduled run whose lifetime budget was raised is still known to repeat the last one."""
+    tree = config.model_dump(mode="json", by_alias=True)
+    for section in ("experiment", "workdir", "evaluate", "register", "promote", "generate"):
+        tree.pop(section, None)
+    tree["train"]["privacy"].pop("lifetime_budget", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def population_of(run_id: str) -> str | None:
     """The population key a training run recorded (its ``POPULATION_TAG``), if any."""
     return tracking.client().get_run(run_id).data.tags.get(POPULATION_TAG)

@@ -180,3 +180,12 @@ def test_the_most_exposed_person_decides_when_populations_overlap():
     # Disjoint exposures are kept apart: nobody was in both releases.
     both = ledger.exposures(["p1", "p9"], [old_a, elsewhere], holds)
     assert sorted(len(g) for g in both) == [1, 1]
+
+
+def test_raising_the_lifetime_budget_leaves_the_run_s_spend_digest_alone():
+    from flows.config import load_config
+
+    base = ledger.spend_digest(load_config(None, []))
+    assert base == ledger.spend_digest(load_config(None, ["train.privacy.lifetime_budget=3",
+                                                          "register.model_name=x"]))
+    assert base != ledger.spend_digest(load_config(None, ["train.privacy.target_epsilon=3"]))
