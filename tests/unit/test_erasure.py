@@ -169,3 +169,32 @@ def test_subject_column_is_the_configured_or_the_only_id_column():
     one = DataContract(columns=(ColumnSpec(name="customer_id", role=Role.ID),
                                 ColumnSpec(name="product")))
     assert subject_column(one, AnonymizeConfig()) == "customer_id"
+
+
+def _training_run(key: Key, customers: list[str]) -> str:
+    """A training run as anonymize leaves it: its key id and subject filter."""
+    from tasks import subjects, tracking
+
+    run = tracking.start_run("erasure-unit", "run", {"privgen.flow": "training"})
+    tracking.set_tags(run, {"privgen.key_id": key.key_id})
+    subjects.record(run, map(keyed_pseudonym(key, "customer_id"), customers), key.key_id,
+                    "customer_id")
+    tracking.end_run(run)
+    return run
+
+
+def test_after_rotation_both_keys_link_until_the_old_one_is_destroyed(key_file):
+    from tasks import erasure
+
+    spec = ColumnSpec(name="customer_id", role=Role.ID)
+    subject = f"C-{secrets.randbelow(10**5):05d}"
+    old_run = _training_run(next(iter(keys.held(key_file).values())), [subject])
+    rotation = keys.rotate(key_file)
+    new_run = _training_run(keys.held(key_file)[rotation.new], [subject, "C-99999"])
+    _, affected = erasure.erase(subject, spec, keys.held(key_file))
+    assert {old_run, new_run} <= set(affected.runs)
+    assert erasure.outputs_by_key()[rotation.old]["runs"] == [old_run]
+    keys.destroy(key_file, rotation.old)
+    _, affected = erasure.erase(subject, spec, keys.held(key_file))
+    assert new_run in affected.runs and old_run not in affected.runs
+    assert old_run in affected.unlinkable[rotation.old]  # crypto-shredded
