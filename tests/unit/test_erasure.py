@@ -198,3 +198,20 @@ def test_after_rotation_both_keys_link_until_the_old_one_is_destroyed(key_file):
     _, affected = erasure.erase(subject, spec, keys.held(key_file))
     assert new_run in affected.runs and old_run not in affected.runs
     assert old_run in affected.unlinkable[rotation.old]  # crypto-shredded
+
+
+def test_promote_records_the_warning_and_a_policy_refuses(make_model):
+    from tasks import promotion, tracking
+    from tasks.errors import RegistryError
+
+    tags = {"privacy.private": "True", "privacy.epsilon": "1", "privacy.delta": "1e-5",
+            "eval.perplexity": "3", "eval.usable_rate": "1", "audit.verdict": "pass",
+            "erasure.pending": "req9"}
+    client = tracking.client()
+    name = make_model(client, tags, tags)
+    with pytest.raises(RegistryError, match=r"gate erasure failed.*req9"):
+        promotion.promote(name, "1", RegisterConfig(),
+                          PromotionConfig(refuse_erasure_pending=True), client=client)
+    entry = promotion.promote(name, "1", RegisterConfig(), PromotionConfig(), client=client)
+    assert "req9" in entry["warnings"][0]
+    assert promotion.history(name, client=client)[0]["warnings"] == entry["warnings"]
