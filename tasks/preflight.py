@@ -190,9 +190,7 @@ def _family(family: str, n_records: int, cfg: TrainConfig, seed: int,
     _check_ceiling(cfg)
     budget = budget_for(cfg, n_records, spend)
     try:
-        plan = base.create(family, cfg.section(family)).plan(n_records, budget, spec)
-    except NotImplementedError:
-        plan = _unplanned(family, budget)
+        plan = _plan(family, cfg, n_records, budget, spec)
     except ValueError as exc:
         raise PrivacyError(f"preflight: {family} cannot stay within train.privacy."
                            f"target_epsilon={p.target_epsilon:g} ({exc}); raise it, or lower "
@@ -225,9 +223,15 @@ def _family(family: str, n_records: int, cfg: TrainConfig, seed: int,
                            plan.to_dict(), summary)
 
 
-def _unplanned(family: str, budget: base.Budget) -> Plan:
-    """For a family that states no plan: its fit calibrates itself to the budget's ε with the
-    domain releases as prior; only a prior that already reaches it is refused (ValueError)."""
+def _plan(family: str, cfg: TrainConfig, n_records: int, budget: base.Budget,
+          spec: TableSpec | None) -> Plan:
+    """The family's plan; for a family that states none, what can be said without it: its
+    fit calibrates itself to the budget's ε with the domain releases as prior, so only a
+    prior that already reaches that ε is refused. ValueError when the budget cannot be met."""
+    try:
+        return base.create(family, cfg.section(family)).plan(n_records, budget, spec)
+    except NotImplementedError:
+        pass
     if budget.enabled and accounting.epsilon(list(budget.prior), budget.delta,
                                              budget.accountant) >= budget.epsilon:
         raise ValueError(f"the releases before this one already reach ε {budget.epsilon:g}")

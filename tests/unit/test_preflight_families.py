@@ -94,3 +94,16 @@ def test_random_rows_keep_to_the_shape():
     assert set(rows["job"]) <= set(SHAPE.field("job").values)
     assert rows["age"].between(0, 1).all() and rows["balance"].between(0, 1).all()
     assert not math.isnan(rows["balance"].sum())
+
+
+def test_a_family_that_states_no_plan_is_checked_for_its_prior_and_named(monkeypatch):
+    from models.hybrid import Hybrid
+
+    monkeypatch.setattr(Hybrid, "plan", base.Generator.plan)  # the base class's: no plan
+    cfg = TrainConfig(family="hybrid")
+    report = preflight(500, cfg, domain=_domain("hybrid"))
+    assert "states no plan" in report.summary and report.epsilon == 8.0
+    assert report.dry_run_seconds == 0
+    with pytest.raises(PrivacyError, match="hybrid cannot stay within"):
+        preflight(500, cfg, domain=_domain("hybrid", {"noise_multiplier": 0.3, "releases": 10,
+                                                      "delta": 0.0}))
