@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import accounting
+from models import accounting, base
 from tasks import composition, datasheet, domain
 from tasks.contract import ColumnSpec, DataContract, Domain, DType, Role
 from tasks.errors import PrivacyError
@@ -162,6 +162,17 @@ def test_the_domains_are_calibrated_against_the_family_training_will_use(bank, p
     shape = {f["name"]: f for f in aim["shape"]["fields"]}
     assert list(shape["job"]["values"]) == [f"value {i}" for i in range(6)]  # counts, no value
     assert (shape["age"]["low"], shape["age"]["high"]) == (0.0, 1.0)
+
+
+def test_a_family_that_states_no_plan_leaves_the_domains_their_share_alone(monkeypatch,
+                                                                          planned):
+    from models.hybrid import Hybrid
+
+    monkeypatch.setattr(Hybrid, "plan", base.Generator.plan)  # the base class's: no plan
+    cfg = TrainConfig(family="hybrid")
+    spend, _, _ = domain.calibrate(planned["needed"], _contract(), cfg, N, "hybrid")
+    alone = composition.epsilon("prv", None, spend, 1 / (10 * N))
+    assert alone <= 0.1 * 8.0 and alone == pytest.approx(0.1 * 8.0, rel=0.01)
 
 
 def test_a_share_that_leaves_nothing_for_the_domains_is_refused():
