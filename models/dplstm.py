@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from models import accounting
-from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models import accounting, dpsgd
+from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
 from models.replay import ReplayIndex
 from models.vocab import RecordCodec, Vocabulary
 
@@ -154,8 +154,7 @@ class DPLSTM(Generator):
         rows = table.to_dict("records")
         data = self._batch(rows)
         n = len(data)
-        q = min(cfg.batch_size / n, 1.0)
-        steps = cfg.epochs * math.ceil(1 / q)
+        q, steps = dpsgd.sampling(n, cfg.batch_size, cfg.epochs)
         gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -194,8 +193,8 @@ class DPLSTM(Generator):
                 loss.backward()
                 optimizer.step()
                 loss_sum, loss_n = loss_sum + loss.item() * len(batch), loss_n + len(batch)
-                if step % math.ceil(1 / q) == 0:
-                    epoch = step // math.ceil(1 / q)
+                if step % (steps // cfg.epochs) == 0:
+                    epoch = step // (steps // cfg.epochs)
                     on_progress({"epoch": epoch, "loss": loss_sum / max(loss_n, 1)})
                     final_loss, loss_sum, loss_n = loss_sum / max(loss_n, 1), 0.0, 0
         self.net = LSTMLM(self.n_tokens, cfg, dp=False)
@@ -214,11 +213,27 @@ class DPLSTM(Generator):
             events=events, seconds=time.monotonic() - started, final_loss=final_loss,
             epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
             if budget.enabled else None,
-            params={"vocabulary": f"public (wordfreq top-{cfg.vocab_k} + released values)",
+            params={"vocabulary": f"public (wordfreq top-{cfg.vocab_k} + released values)"
+                    + ("; which words go with which structured value: paid for (Gaussian "
+                       "keyword histogram)" if guidance_params.get("guidance_rho") else ""),
                     "vocab_size": self.n_tokens, "sigma": sigma, "sample_rate": q,
                     "steps": steps, "max_grad_norm": budget.max_grad_norm,
                     **guidance_params})
         return self.fit_result
+
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        """The keyword histogram's ρ (when the spec has structured values to guide by), then
+        DP-SGD's σ for ``dpsgd.sampling``'s q and steps, as ``fit`` will find them."""
+        guided = self.config.guidance_share > 0 and (spec is None or bool(spec.structured))
+        prior = [accounting.zcdp(self._guidance_rho(budget, list(budget.prior)))] \
+            if budget.enabled and guided else []
+        return dpsgd.plan(self, n_records, self.config.batch_size, self.config.epochs, budget,
+                          spec, ("Gaussian keyword histogram (zCDP) + " if prior else "")
+                          + "DP-SGD (Opacus DPLSTM)", prior=prior)
+
+    def _guidance_rho(self, budget: Budget, prior: list[dict]) -> float:
+        return self.config.guidance_share * accounting.rho_for(budget.epsilon, budget.delta,
+                                                               prior)
 
     def _fit_guidance(self, rows: list[dict], budget: Budget, prior: list[dict],
                       seed: int) -> tuple[list[dict], dict]:
@@ -240,7 +255,7 @@ class DPLSTM(Generator):
                                       cfg.guidance_words)
         events, sigma = [], 0.0
         if budget.enabled:
-            rho = cfg.guidance_share * accounting.rho_for(budget.epsilon, budget.delta, prior)
+            rho = self._guidance_rho(budget, prior)
             counts, sigma = guidance.release(counts, len(self.codec.fields), cfg.guidance_words,
                                              rho, np.random.default_rng(seed))
             events = [accounting.zcdp(rho)]

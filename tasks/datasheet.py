@@ -38,13 +38,14 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
                   "family_reason": train.get("family_reason"),
                   "config": model.get("config", model),
                   # Text families: what the vocabulary is and whether the data shaped it.
-                  "vocabulary": params.get("vocabulary"),
+                  "vocabulary": params.get("vocabulary", params.get("text.vocabulary")),
                   "tokenizer_fit_on_private_data": False},
         "privacy": {
             "epsilon": train["epsilon"], "delta": train["delta"],
             "accountant": train["accountant"], "private": train["private"],
             "mechanism": train.get("mechanism", "dp-sgd"),
-            "mechanism_params": {k: v for k, v in params.items() if k != "vocabulary"},
+            "mechanism_params": {k: v for k, v in params.items()
+                                 if k not in ("vocabulary", "text.vocabulary")},
             "events": train.get("events"),
             "epsilon_cross_check": train.get("epsilon_pld"),
             "composition": _composition(train),

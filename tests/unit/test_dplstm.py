@@ -60,8 +60,19 @@ def test_private_fit_accounts_one_gaussian_within_the_target(model):
     assert fit.epsilon <= 4.0 * 1.001 and fit.epsilon > 3.5
     assert fit.epsilon == pytest.approx(accounting.epsilon(fit.events, 1e-5), rel=1e-9)
     assert fit.epsilon_check == pytest.approx(fit.epsilon, rel=0.05)
-    assert fit.params["vocabulary"] == "public (wordfreq top-300 + released values)"
+    assert fit.params["vocabulary"].startswith("public (wordfreq top-300 + released values); "
+                                               "which words go with which structured value: "
+                                               "paid for")
     assert math.isfinite(fit.final_loss)
+
+
+def test_plan_states_what_fit_spends(model):
+    plan = DPLSTM(SMALL).plan(len(_table()), Budget(epsilon=4.0), SPEC)
+    assert plan.dpsgd and plan.mechanism == model.fit_result.mechanism
+    assert [e["kind"] for e in plan.events] == ["zcdp", "gaussian"]
+    for planned, fitted in zip(plan.events, model.fit_result.events, strict=True):
+        assert planned == pytest.approx(fitted, rel=1e-9)
+    assert plan.epsilon == pytest.approx(model.fit_result.epsilon, rel=1e-9)
 
 
 def test_prior_releases_shrink_what_dp_sgd_may_spend():
