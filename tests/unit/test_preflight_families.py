@@ -67,7 +67,7 @@ def test_a_marginal_family_plans_rho_and_its_measurements_with_no_dry_run():
 def test_a_family_is_refused_when_the_domain_releases_already_reach_the_target():
     cfg = TrainConfig(family="mst", privacy=PrivacyConfig(target_epsilon=1.0))
     spend = {"noise_multiplier": 0.5, "releases": 10, "delta": 0.0}  # ε far above 1 alone
-    with pytest.raises(PrivacyError, match="mst cannot stay within .*no privacy budget"):
+    with pytest.raises(PrivacyError, match=r"mst cannot stay within .*no privacy budget"):
         preflight(1000, cfg, domain=_domain("mst", spend))
 
 
