@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 from opacus.accountants.utils import get_noise_multiplier
@@ -24,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from models import accounting, base
 from models.base import Plan, TableSpec
 from models.tokenizer import Tokenizer
-from tasks import composition, tracking
+from tasks import composition, dry_run, tracking
 from tasks.errors import ConfigError, PrivacyError
 from tasks.train import (
     TrainConfig,
@@ -206,7 +205,7 @@ def _family(family: str, n_records: int, cfg: TrainConfig, seed: int,
                                               f"{_part_name(plan, part)}.")
                 _check_noise(part.family, part.params["sigma"], part.params["expected_batch"],
                              where)
-    seconds = sum(_dry_run_family(part, cfg, seed) for part in parts
+    seconds = sum(dry_run.dry_run(part, cfg.privacy, seed) for part in parts
                   if part.dpsgd and part.spec is not None and not part.parts)
     events = [*budget.prior, *plan.events]
     sgd = next((e for e in plan.events if e["kind"] == "gaussian" and e["q"] < 1), None)
@@ -257,55 +256,6 @@ def describe(plan: Plan) -> str:
     return f"{plan.family} {plan.mechanism}" + (f", ρ={rho:.4g}" if rho is not None and
                                                 math.isfinite(rho) else "") \
         + (f" ({counts})" if counts else "")
-
-
-def _dry_run_family(plan: Plan, cfg: TrainConfig, seed: int) -> float:
-    """One epoch of two steps of the family's own fit on random rows of the table's shape, at
-    the plan's batch size: Opacus validates the family's network as it wraps it (its
-    ``ModuleValidator``, strict), and a shape, memory or hook failure shows up now."""
-    from opacus.validators.errors import UnsupportedModuleError
-
-    rows = 2 * max(int(plan.params.get("batch_size") or 1), 1)
-    table = random_table(plan.spec, rows, seed, int(plan.config.get("max_words") or 64))
-    gen = base.create(plan.family, {**plan.config, "epochs": 1})
-    p = cfg.privacy
-    # ε = 1 keeps σ where Opacus' Rényi series converge at q = ½ (it warns below σ ≈ 0.7).
-    budget = base.Budget(enabled=p.enabled, epsilon=1.0, delta=0.1 / rows, accountant="rdp",
-                         max_grad_norm=p.max_grad_norm)
-    try:
-        fit = gen.fit(table, plan.spec, budget, seed=seed)
-    except UnsupportedModuleError as exc:
-        raise PrivacyError(f"train.{plan.family}: Opacus cannot train its network privately: "
-                           f"{str(exc).strip().splitlines()[0]}") from None
-    except Exception as exc:  # any failure here is the plan's, reported as one line
-        raise PrivacyError(f"preflight dry run of {plan.family} failed: {type(exc).__name__}: "
-                           f"{exc}") from exc
-    if not math.isfinite(fit.final_loss):
-        raise PrivacyError(f"preflight dry run of {plan.family}: the loss is not finite; lower "
-                           f"train.{plan.family}'s learning rate")
-    return fit.seconds
-
-
-# Words for the dry run's random texts: their number, not their meaning, is what it tests.
-_WORDS = ("the", "order", "arrived", "late", "and", "the", "screen", "was", "cracked", "so",
-          "I", "asked", "for", "a", "refund", "thanks", "for", "the", "quick", "reply", "my",
-          "account", "still", "shows", "the", "old", "address")
-
-
-def random_table(spec: TableSpec, n: int, seed: int, words: int) -> pd.DataFrame:
-    """``n`` random rows of ``spec``: each category, number and text length within what the
-    spec allows (texts of ``words`` words), none drawn from any record."""
-    rng = np.random.default_rng(seed)
-    columns = {}
-    for f in spec.fields:
-        if f.kind == "categorical":
-            columns[f.name] = rng.choice(list(f.values), n) if f.values else [None] * n
-        elif f.kind == "numeric":
-            columns[f.name] = rng.integers(int(f.low), int(f.high) + 1, n) if f.integer \
-                else rng.uniform(f.low, f.high, n)
-        else:
-            columns[f.name] = [" ".join(rng.choice(_WORDS, words)) for _ in range(n)]
-    return pd.DataFrame(columns)
 
 
 def _dry_run(cfg: TrainConfig, tokenizer: Tokenizer, seed: int) -> float:

@@ -10,8 +10,9 @@ from torch import nn
 from models import accounting, base, tvae
 from models.base import FieldSpec, TableSpec
 from tasks import composition
+from tasks.dry_run import random_table
 from tasks.errors import PrivacyError
-from tasks.preflight import preflight, random_table
+from tasks.preflight import preflight
 from tasks.train import PrivacyConfig, TrainConfig
 from tasks.train_family import budget_for
 
