@@ -52,6 +52,9 @@ def rotate(key_file: Path | None) -> Rotation:
             "every run, keep the old secret until you decide to destroy it, then run "
             "`privgen key list` to see which outputs the old key id still links")
     key_file = Path(key_file)
+    if not key_file.is_file():
+        raise PrivacyError(f"{key_file}: no local key to rotate yet; the first `privgen run` "
+                           "creates one")
     old = load_key(key_file)
     target = retired_dir(key_file) / f"{old.key_id}.key"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,11 @@ def test_rotate_retires_the_old_key_and_records_the_new_id(key_file):
     assert not rotation.retired_file.exists() and list(keys.held(key_file)) == [rotation.new]
 
 
-def test_rotate_refuses_a_key_from_the_environment_and_says_what_to_do(key_file, monkeypatch):
+def test_rotate_refuses_a_missing_key_file_and_a_key_from_the_environment(key_file,
+                                                                          monkeypatch):
+    with pytest.raises(PrivacyError, match="no local key"):
+        keys.rotate(key_file)
+    assert not key_file.exists()
     monkeypatch.setenv(KEY_ENV, secrets.token_hex(32))
     with pytest.raises(PrivacyError, match="secret store"):
         keys.rotate(key_file)
