@@ -43,17 +43,23 @@ def _bank_contract() -> list[dict]:
     ]
 
 
-# (family, rows, config overrides) kept small: each flow well under a minute on 2 cores.
+# (family, rows, config overrides): the cheapest settings that still run each family's whole
+# path (one epoch or round, short mirror descent, narrow layers); what is asserted is the
+# plumbing, not the fit.
+TEXT = "{epochs: 1, vocab_k: 500, embed: 16, hidden: 32}"
 CASES = {
     "causal_lm": ("demo", ["train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
                            "train.model.n_layer=1", "register.max_perplexity=1000"]),
-    "tvae": ("bank", ["train.tvae.epochs=2", "train.tvae.batch_size=100",
+    "tvae": ("bank", ["train.tvae.epochs=1", "train.tvae.batch_size=100",
                       "train.tvae.hidden=[32]", "train.tvae.latent_dim=8"]),
-    "aim": ("bank", ["train.aim.rounds=2"]),
-    "mst": ("bank", []),
-    "dpctgan": ("bank", ["train.dpctgan.epochs=2"]),
-    "dplstm": ("demo", ["train.dplstm.epochs=1"]),
-    "hybrid": ("demo", ["train.hybrid.table={rounds: 2}", "train.hybrid.text={epochs: 1}"]),
+    "aim": ("bank", ["train.aim.rounds=1", "train.aim.round_iters=50",
+                     "train.aim.final_iters=50"]),
+    "mst": ("bank", ["train.mst.final_iters=50"]),
+    "dpctgan": ("bank", ["train.dpctgan.epochs=1", "train.dpctgan.generator_dims=[32]",
+                         "train.dpctgan.discriminator_dims=[32]"]),
+    "dplstm": ("demo", [f"train.dplstm={TEXT}"]),
+    "hybrid": ("demo", ["train.hybrid.table={rounds: 1, round_iters: 50, final_iters: 50}",
+                        f"train.hybrid.text={TEXT}"]),
 }
 
 
@@ -99,13 +105,25 @@ def _run(root: Path, family: str, demo_csv: Path) -> dict:
     return training_flow(cfg)
 
 
+@pytest.fixture(scope="module")
+def trained_family(prefect_api, tmp_path_factory, demo_csv):
+    """Each family's flow run, trained once for the module: the serving test reuses one."""
+    runs = {}
+
+    def run(family: str) -> dict:
+        if family not in runs:
+            root = tmp_path_factory.mktemp(family)
+            trained = _run(root, family, demo_csv)
+            runs[family] = {"family": family, "root": root, "trained": trained,
+                            "name": f"fam-{family}", "version": trained["model"]["version"]}
+        return runs[family]
+
+    return run
+
+
 @pytest.fixture(scope="module", params=[f for f in CASES if spec.available(f)])
-def family_run(request, prefect_api, tmp_path_factory, demo_csv):
-    family = request.param
-    root = tmp_path_factory.mktemp(family)
-    trained = _run(root, family, demo_csv)
-    return {"family": family, "root": root, "trained": trained,
-            "name": f"fam-{family}", "version": trained["model"]["version"]}
+def family_run(request, trained_family):
+    return trained_family(request.param)
 
 
 def test_the_flow_trains_registers_and_tags_the_family(family_run):
@@ -140,14 +158,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_table_family_is_served_by_mlflow_models_serve(prefect_api, tmp_path_factory,
-                                                          demo_csv):
+def test_a_table_family_is_served_by_mlflow_models_serve(trained_family):
     family = next((f for f in ("tvae", "aim", "mst") if spec.available(f)), None)
     if family is None:
         pytest.skip("no table family installed")
-    root = tmp_path_factory.mktemp(f"serve-{family}")
-    trained = _run(root, family, demo_csv)
-    uri = f"models:/fam-{family}/{trained['model']['version']}"
+    run = trained_family(family)
+    root, uri = run["root"], f"models:/{run['name']}/{run['version']}"
     port = _free_port()
     # The model's own code_paths, not this checkout; the venv's uvicorn on the PATH.
     env = {**os.environ, "PYTHONPATH": "",
