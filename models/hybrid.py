@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from models import accounting, base
-from models.base import Budget, FitResult, Generator, Proposal, TableSpec
+from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
 
 TABLE_DIR, TEXT_DIR = "table", "text"
 
@@ -58,6 +58,33 @@ class Hybrid(Generator):
         self.table = base.create(self.config.table_family, self.config.table)
         self.text = base.create(self.config.text_family, self.config.text)
 
+    def _table_budget(self, budget: Budget) -> Budget:
+        """The table part's budget: ε_prior + share · (ε − ε_prior). ValueError if the prior
+        alone reaches the target."""
+        if not budget.enabled:
+            return budget
+        spent = accounting.epsilon(list(budget.prior), budget.delta, budget.accountant) \
+            if budget.prior else 0.0
+        if spent >= budget.epsilon:
+            raise ValueError(f"the releases before this one already reach ε {budget.epsilon:g}")
+        return replace(budget, epsilon=spent + self.config.table_share * (budget.epsilon - spent))
+
+    def plan(self, n_records: int, budget: Budget, spec: TableSpec | None = None) -> Plan:
+        """Each part's plan as ``fit`` runs them (the text part with the table part's events
+        as prior), composed by one accountant."""
+        self._parts()
+        structured = TableSpec(tuple(spec.structured)) if spec is not None else None
+        table = self.table.plan(n_records, self._table_budget(budget), structured)
+        text_budget = replace(budget, prior=(*budget.prior, *table.events)) \
+            if budget.enabled else budget
+        text = self.text.plan(n_records, text_budget, spec)
+        events = [*table.events, *text.events]
+        eps = accounting.epsilon([*budget.prior, *events], budget.delta, budget.accountant) \
+            if budget.enabled else math.inf
+        return Plan(self.family, f"{table.mechanism} + {text.mechanism}", events, eps,
+                    budget.delta, {"table_share": self.config.table_share},
+                    config=self.config_dict(), spec=spec, parts={"table": table, "text": text})
+
     def fit(self, table: pd.DataFrame, spec: TableSpec, budget: Budget, *, seed: int,
             on_progress: Callable[[dict], None] = lambda m: None) -> FitResult:
         """The table part on the structured columns at ε_prior + share·(ε − ε_prior), then the
@@ -70,14 +97,7 @@ class Hybrid(Generator):
         self.spec = spec
         structured = TableSpec(tuple(spec.structured))
         prior = list(budget.prior) if budget.enabled else []
-        table_budget = budget
-        if budget.enabled:
-            spent = accounting.epsilon(prior, budget.delta, budget.accountant)
-            if spent >= budget.epsilon:
-                raise ValueError(f"the releases before this one already reach ε "
-                                 f"{budget.epsilon:g}")
-            table_budget = replace(budget, epsilon=spent + self.config.table_share * (
-                budget.epsilon - spent))
+        table_budget = self._table_budget(budget)
         table_fit = self.table.fit(table[structured.names], structured, table_budget,
                                    seed=seed, on_progress=lambda m: on_progress(
                                        {**m, "part": "table"}))

@@ -83,3 +83,14 @@ def test_non_private_fit_and_bad_configs():
     with pytest.raises(ValueError, match="text column"):
         base.create("hybrid", CONFIG).fit(_table()[["product", "rating"]],
                                           TableSpec(SPEC.fields[:2]), Budget(), seed=0)
+
+
+def test_plan_states_what_fit_spends(model):
+    budget = Budget(epsilon=6.0, prior=(accounting.gaussian(4.0),))
+    plan = base.create("hybrid", CONFIG).plan(len(_table()), budget, SPEC)
+    assert set(plan.parts) == {"table", "text"} and plan.parts["text"].dpsgd
+    planned, fitted = plan.parts["text"].events, model.text.fit_result.events
+    assert [e["kind"] for e in planned] == [e["kind"] for e in fitted] == ["zcdp", "gaussian"]
+    assert planned[-1]["sigma"] == pytest.approx(fitted[-1]["sigma"], rel=0.01)
+    assert planned[-1]["q"] == fitted[-1]["q"] and planned[-1]["steps"] == fitted[-1]["steps"]
+    assert plan.epsilon == pytest.approx(model.fit_result.epsilon, rel=0.02)
