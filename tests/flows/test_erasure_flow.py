@@ -67,9 +67,15 @@ def erased(prefect_api, tmp_path_factory, demo_csv):
         second = training_flow(cfg)
     finally:
         logging.getLogger().removeHandler(handler)
-    return {"root": root, "cfg": cfg, "first": first, "second": second, "out": out,
-            "answer": json.loads(res.stdout), "logs": handler.lines,
-            "prefect_db": Path(prefect_api)}
+    yield {"root": root, "cfg": cfg, "first": first, "second": second, "out": out,
+           "answer": json.loads(res.stdout), "logs": handler.lines,
+           "prefect_db": Path(prefect_api)}
+    # The request would suppress the customer in every later flow test of this session.
+    client = tracking.client()
+    for run in client.search_runs(
+            [client.get_experiment_by_name(erasure.EXPERIMENT).experiment_id]):
+        client.delete_run(run.info.run_id)
+    assert erasure.requests() == []
 
 
 class _Capture(logging.Handler):
