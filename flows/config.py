@@ -88,7 +88,11 @@ def _demo_train() -> TrainConfig:
     # records × epochs × the output layer (vocabulary): wordfreq's top 1,000 words still cover
     # 81 % of the demo's message words (3,000: 88 %), at a third of the per-sample gradients.
     # The AIM control, without the annealing that ends the private AIM after a few rounds, ran
-    # all 24 rounds (a JAX compile each); the private one used 5 of them on the demo.
+    # all 24 rounds (a JAX compile each); the private one used 5 of them on the demo. Measured
+    # (one thread, loaded machine): DP hybrid fit 282 CPU-s, its control 139; the control fits
+    # its members (text NLL 2.35 vs 2.49 nats/token held out; DP 4.26 vs 4.26), so the audit
+    # shows power: MIA AUC 0.533 vs 0.479 (95 % lower bound of the paired difference +0.037),
+    # canary exposure median 3.5 vs 2.3 bits (p = 0.042).
     return TrainConfig(hybrid={"table": {"rounds": 8}, "text": {"vocab_k": 1000, "epochs": 4}})
 
 
