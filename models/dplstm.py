@@ -55,10 +55,13 @@ class DPLSTMConfig(BaseModel):
     # Keyword guidance (models.guidance): the share of the ρ left for this model spent on a
     # Gaussian histogram of which words each structured value's texts use (0: none); the
     # distinct words a record adds to it (its sensitivity is √(fields · words)); and the weight
-    # of its log-ratios added to the next-word logits when sampling.
-    guidance_share: float = Field(default=0.1, ge=0.0, lt=1.0)
-    guidance_words: int = Field(default=32, ge=1)
-    guidance_weight: float = Field(default=1.0, ge=0.0)
+    # of its log-ratios added to the next-word logits when sampling. At ε = 8 the histogram
+    # carries most of the value-to-word signal (review sentences, sentiment TSTR ROC AUC over
+    # two sample seeds: no guidance 0.66; 0.1/32/1 0.75; 0.3/16/2 0.77; demo product accuracy
+    # 0.55 → 0.97), so it gets 30 % of ρ; a text's first 16 distinct words hold its topic.
+    guidance_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+    guidance_words: int = Field(default=16, ge=1)
+    guidance_weight: float = Field(default=2.0, ge=0.0)
 
 
 class LSTMLM(nn.Module):
