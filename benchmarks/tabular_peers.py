@@ -266,7 +266,8 @@ def report(ctx: dict, rows: list[dict], ceiling: dict, epsilons: list[float]) ->
                        "from the data; its BinTransformer is given the same bounds, so "
                        "preprocessor_eps is 0). auto_paid estimates them under DP.",
             "auto": "what the train stage runs for train.family auto with the label as "
-                    "evaluate.utility_label (tasks.spec.resolve_family): a table with no text "
+                    "evaluate.utility_label (tasks.train_config.resolve_family): a table with "
+                    "no text "
                     "column → aim, the label as its target; aim: aim's defaults, no target",
             "tvd": "against the training split; numerics cut at the real deciles "
                    "(tasks.fidelity_tables.bin_edges), missing a value of its own",

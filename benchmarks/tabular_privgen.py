@@ -16,8 +16,8 @@ from scipy.stats import norm
 from models import accounting, base
 from models.base import Budget, FieldSpec, TableSpec
 from tasks.contract import ColumnSpec, DataContract, DType, Role
-from tasks.spec import resolve_family, table_spec
-from tasks.train_config import TrainConfig
+from tasks.spec import table_spec
+from tasks.train_config import TrainConfig, resolve_family
 
 # The families' own quick settings for --quick (only fields a family's config has are set).
 QUICK = {"epochs": 2, "rounds": 4, "round_iters": 50}
@@ -93,7 +93,7 @@ def run_privgen(method: str, train: pd.DataFrame, contract: DataContract, epsilo
                 paid: Callable | None = None) -> tuple[pd.DataFrame, dict]:
     """Fit ``method`` (a table family; ``auto`` and ``auto_paid``: what the train stage runs
     for ``train.family: auto`` with ``label`` as the evaluation label, through the same
-    ``tasks.spec.resolve_family``) at ``epsilon``, ``delta`` and sample ``n`` rows. Returns
+    ``tasks.train_config.resolve_family``) at ``epsilon``, ``delta`` and sample ``n`` rows. Returns
     the synthetic frame and the row's figures (seconds, ε spent as the family reports it)."""
     spec = public_spec(contract)
     cfg = TrainConfig(family="auto" if method in ("auto", "auto_paid") else method)

@@ -11,16 +11,12 @@ import math
 import re
 import string
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from models import base
 from models.base import FieldSpec, TableSpec
 from models.forms import position_classes
 from tasks.contract import ColumnSpec, DataContract, DType, Role
 from tasks.errors import ConfigError
-
-if TYPE_CHECKING:  # tasks.train_config reads this module's available()
-    from tasks.train_config import TrainConfig
 
 # A regex form is listed value by value up to this many values (release.MAX_LISTED's size).
 MAX_ENUMERATED = 1200
@@ -168,39 +164,3 @@ def choose_family(released: DataContract, columns: Iterable[str]) -> tuple[str, 
                               "is not installed; set train.family to an installed family")
         return fallback, f"{why}; the {family} family is not installed"
     return family, why
-
-
-def resolve_family(cfg: TrainConfig, released: DataContract, columns: Iterable[str],
-                   label: str | None = None) -> tuple[str, str, TrainConfig]:
-    """(family, reason, config) train runs: ``train.family`` as set, or ``auto``'s choice
-    (``choose_family``) with ``label`` (the evaluation label, ``evaluate.utility_label``) as
-    AIM's target when it is a structured column. AIM is workload-aware (McKenna et al. 2022):
-    with a target its workload adds every 3-way marginal holding it (models.marginal_select.
-    workload), so the label's joint distributions with the other columns, which a model
-    trained on the synthetic rows needs, get the budget. Applied to aim, and to hybrid's table
-    part when that is aim; a ``target`` the user set in ``train.aim`` or
-    ``train.hybrid.table`` (null included) wins."""
-    if cfg.family != "auto":
-        return cfg.family, "set in train.family", cfg
-    columns = list(columns)
-    family, reason = choose_family(released, columns)
-    kept = [c for c in released.columns if c.name in columns and c.role not in _EXCLUDED]
-    if label is None or label not in {c.name for c in kept if c.role is not Role.TEXT}:
-        return family, reason, cfg
-    section = dict(cfg.section(family)) if family in ("aim", "hybrid") else {}
-    if family == "aim" and "target" not in section:
-        section["target"] = label
-        where = "aim.target"
-    elif family == "hybrid" and _table_family(section) == "aim" \
-            and "target" not in (section.get("table") or {}):
-        section["table"] = {**(section.get("table") or {}), "target": label}
-        where = "hybrid.table.target"
-    else:
-        return family, reason, cfg
-    return (family, f"{reason}; {where} {label} (the evaluation label)",
-            cfg.model_copy(update={family: section}))
-
-
-def _table_family(hybrid: dict) -> str:
-    return hybrid.get("table_family") or \
-        base.family_class("hybrid").config_class.model_fields["table_family"].default

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models import base
-from tasks import release, spec
+from tasks import release, train_config
 from tasks.audit import AuditConfig, make_canaries
 from tasks.contract import DataContract, Role
 from tasks.dpsgd import (  # noqa: F401  (the loop's API, imported from here by older callers)
@@ -82,12 +82,12 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     column. ``prefix``: put before every MLflow key, so a control model can share the run.
     ``domain``: the domain stage's result (``tasks.domain``): its releases are composed with
     the family's mechanism into every ε reported. ``label``: the evaluation label, which
-    ``auto`` gives AIM as its target (``spec.resolve_family``)."""
+    ``auto`` gives AIM as its target (``train_config.resolve_family``)."""
     stage = Stage(run_id, prefix, get_run_logger())
     out = Path(out_dir)
     df = pd.read_parquet(anonymized_path)
     released = contract if anonymize is None else release.released_contract(contract, anonymize)
-    family, reason, cfg = spec.resolve_family(cfg, released, df.columns, label)
+    family, reason, cfg = train_config.resolve_family(cfg, released, df.columns, label)
     stage.logger.info(prefix + "family %s: %s", family, reason)
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")

@@ -5,6 +5,7 @@ tasks.train_lm, tasks.train_family, tasks.dpsgd); tasks.train re-exports it."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,3 +132,39 @@ SECTIONS = ("aim", "mst", "tvae", "dpctgan", "dplstm", "hybrid")
 
 def _module(name: str) -> str:
     return base.FAMILIES[name].partition(":")[0].rsplit(".", 1)[-1]
+
+
+def resolve_family(cfg: TrainConfig, released: spec.DataContract, columns: Iterable[str],
+                   label: str | None = None) -> tuple[str, str, TrainConfig]:
+    """(family, reason, config) train runs: ``train.family`` as set, or ``auto``'s choice
+    (``choose_family``) with ``label`` (the evaluation label, ``evaluate.utility_label``) as
+    AIM's target when it is a structured column. AIM is workload-aware (McKenna et al. 2022):
+    with a target its workload adds every 3-way marginal holding it (models.marginal_select.
+    workload), so the label's joint distributions with the other columns, which a model
+    trained on the synthetic rows needs, get the budget. Applied to aim, and to hybrid's table
+    part when that is aim; a ``target`` the user set in ``train.aim`` or
+    ``train.hybrid.table`` (null included) wins."""
+    if cfg.family != "auto":
+        return cfg.family, "set in train.family", cfg
+    columns = list(columns)
+    family, reason = spec.choose_family(released, columns)
+    kept = [c for c in released.columns if c.name in columns and c.role not in spec._EXCLUDED]
+    if label is None or label not in {c.name for c in kept if c.role is not spec.Role.TEXT}:
+        return family, reason, cfg
+    section = dict(cfg.section(family)) if family in ("aim", "hybrid") else {}
+    if family == "aim" and "target" not in section:
+        section["target"] = label
+        where = "aim.target"
+    elif family == "hybrid" and _table_family(section) == "aim" \
+            and "target" not in (section.get("table") or {}):
+        section["table"] = {**(section.get("table") or {}), "target": label}
+        where = "hybrid.table.target"
+    else:
+        return family, reason, cfg
+    return (family, f"{reason}; {where} {label} (the evaluation label)",
+            cfg.model_copy(update={family: section}))
+
+
+def _table_family(hybrid: dict) -> str:
+    return hybrid.get("table_family") or \
+        base.family_class("hybrid").config_class.model_fields["table_family"].default

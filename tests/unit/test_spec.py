@@ -9,6 +9,7 @@ from tasks import composition, release, spec
 from tasks.contract import ColumnSpec, DataContract, Domain, DType, Role
 from tasks.errors import ConfigError, PrivacyError
 from tasks.train import TrainConfig
+from tasks.train_config import resolve_family
 from tasks.train_family import budget_for
 
 
@@ -99,7 +100,7 @@ def test_domain_is_read_not_assumed():
 
 def _auto(contract, columns, label, **sections):
     cfg = TrainConfig.model_validate(sections)
-    return spec.resolve_family(cfg, contract, columns, label)
+    return resolve_family(cfg, contract, columns, label)
 
 
 @pytest.mark.skipif(not spec.available("aim"), reason="models/marginal.py not installed")
