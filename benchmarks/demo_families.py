@@ -67,11 +67,13 @@ def measure(family: str, extra: list[str], env: dict) -> dict:
         evaluated = json.loads((journal / "evaluate.json").read_text())
         report = journal / "audit-report.json"
         power = json.loads(report.read_text())["power"] if report.is_file() else None
-        gen, _ = draw.load(trained["model_dir"])
+        # The journal's paths are relative to the run's folder.
+        gen, _ = draw.load(work / trained["model_dir"])
         kinds = spec_kinds(gen.spec)
         names = [*kinds["categorical"], *kinds["numeric"]]
-        real = pd.concat([pd.read_parquet(trained["train_path"]),
-                          pd.read_parquet(trained["holdout_path"])], ignore_index=True)[names]
+        real = pd.concat([pd.read_parquet(work / trained["train_path"]),
+                          pd.read_parquet(work / trained["holdout_path"])],
+                         ignore_index=True)[names]
         synth = pd.read_parquet(work / "outputs" / "synthetic.parquet")[names]
         tvd = one_way(real, synth, kinds)
         return {"family": trained["family"], "mechanism": trained.get("mechanism"),
