@@ -4,7 +4,6 @@ quarantines the customer's rows with reason `erased`, and the raw id is nowhere 
 store, Prefect's database or the logs."""
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def _config(root: Path, subset: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def erased(prefect_api, tmp_path_factory, demo_csv):
+def erased(prefect_api, tmp_path_factory, demo_csv, capture_logs):
     from flows.cli import app
 
     root = tmp_path_factory.mktemp("erasure")
@@ -54,9 +53,7 @@ def erased(prefect_api, tmp_path_factory, demo_csv):
     assert subset.read_text().count(SUBJECT) == 3
     config = _config(root, subset)
     cfg = load_config(config)
-    handler = _Capture()
-    logging.getLogger().addHandler(handler)
-    try:
+    with capture_logs() as logs:
         first = training_flow(cfg)
         out = root / "out" / "synthetic.csv"
         generation_flow(GenerateConfig(model=f"{MODEL}/{first['model']['version']}", n=10,
@@ -65,10 +62,8 @@ def erased(prefect_api, tmp_path_factory, demo_csv):
                                  input=f"{SUBJECT}\n")
         assert res.exit_code == 0, res.exception
         second = training_flow(cfg)
-    finally:
-        logging.getLogger().removeHandler(handler)
     yield {"root": root, "cfg": cfg, "first": first, "second": second, "out": out,
-           "answer": json.loads(res.stdout), "logs": handler.lines,
+           "answer": json.loads(res.stdout), "logs": logs,
            "prefect_db": Path(prefect_api)}
     # The request would suppress the customer in every later flow test of this session.
     client = tracking.client()
@@ -76,15 +71,6 @@ def erased(prefect_api, tmp_path_factory, demo_csv):
             [client.get_experiment_by_name(erasure.EXPERIMENT).experiment_id]):
         client.delete_run(run.info.run_id)
     assert erasure.requests() == []
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(self.format(record))
 
 
 def test_erase_lists_the_affected_version_and_batch_and_tags_it(erased):

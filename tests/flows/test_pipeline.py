@@ -1,6 +1,5 @@
 """Both flows end to end on a slice of the demo data, then a scan for leaked personal data."""
 
-import logging
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ MODEL = "privgen-e2e"
 
 
 @pytest.fixture(scope="module")
-def pipeline(prefect_api, tmp_path_factory, demo_csv):
+def pipeline(prefect_api, tmp_path_factory, demo_csv, capture_logs):
     root = tmp_path_factory.mktemp("e2e")
     subset = root / "tickets.csv"
     lines = demo_csv.read_text().splitlines(keepends=True)
@@ -30,25 +29,12 @@ def pipeline(prefect_api, tmp_path_factory, demo_csv):
         "train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
         "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=4",
     ])
-    handler = _Capture()
-    logging.getLogger().addHandler(handler)
-    try:
+    with capture_logs() as logs:
         trained = training_flow(cfg)
         out = root / "out" / "synthetic.parquet"
         manifest = generation_flow(GenerateConfig(model=f"{MODEL}@champion", n=25, out=out))
-    finally:
-        logging.getLogger().removeHandler(handler)
     return {"root": root, "cfg": cfg, "trained": trained, "manifest": manifest, "out": out,
-            "subset": subset, "logs": handler.lines, "prefect_db": Path(prefect_api)}
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(self.format(record))
+            "subset": subset, "logs": logs, "prefect_db": Path(prefect_api)}
 
 
 def test_training_registers_a_private_champion(pipeline):
