@@ -76,8 +76,11 @@ def erased(prefect_api, tmp_path_factory, demo_csv, capture_logs):
 def test_erase_lists_the_affected_version_and_batch_and_tags_it(erased):
     answer, first = erased["answer"], erased["first"]
     version = f"{MODEL}/{first['model']['version']}"
-    assert answer["runs"] == [first["run_id"]] and answer["versions"] == [version]
-    assert [b["file"] for b in answer["batches"]] == [str(erased["out"])]
+    # Earlier flow tests of the session trained on the same demo rows: they are affected too.
+    assert _own(erased, answer["runs"]) == [first["run_id"]]
+    assert [v for v in answer["versions"] if v.startswith(f"{MODEL}/")] == [version]
+    assert [b["file"] for b in answer["batches"]
+            if b["file"] and b["file"].startswith(str(erased["root"]))] == [str(erased["out"])]
     client = tracking.client()
     tags = client.get_model_version(MODEL, first["model"]["version"]).tags
     assert tags[erasure.PENDING] == answer["request"]
@@ -96,7 +99,16 @@ def test_the_next_run_quarantines_the_subjects_rows_as_erased(erased):
     # The run's subject record no longer holds the customer; the first run's still does.
     key = load_key(None)
     pseudonym = keyed_pseudonym(key, "customer_id")(SUBJECT)
-    assert erasure.find({key.key_id: pseudonym}).runs == [erased["first"]["run_id"]]
+    assert _own(erased, erasure.find({key.key_id: pseudonym}).runs) == [
+        erased["first"]["run_id"]]
+
+
+def _own(erased, runs: list[str]) -> list[str]:
+    """``runs`` that belong to this test's experiment, in their order."""
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(erased["cfg"].experiment).experiment_id
+    mine = {r.info.run_id for r in client.search_runs([experiment])}
+    return [r for r in runs if r in mine]
 
 
 def _files(place: Path):
