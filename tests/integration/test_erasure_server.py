@@ -26,11 +26,13 @@ CONTRACT = DataContract(columns=(ColumnSpec(name="ticket_id", role=Role.ID),
 
 
 @pytest.fixture
-def on_server(server_uri):  # noqa: F811
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(server_uri)
+def on_server(server_uri, monkeypatch):  # noqa: F811
+    # Through the environment, as an operator points privgen at a server: mlflow's
+    # set_tracking_uri would pin a URI that outlives the test and overrides every later
+    # test's MLFLOW_TRACKING_URI.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
+    assert mlflow.get_tracking_uri() == server_uri, "a tracking URI was pinned before this test"
     yield server_uri
-    mlflow.set_tracking_uri(before)
 
 
 def _training_run(experiment: str, model: str, customers: list[str]) -> tuple[str, str]:

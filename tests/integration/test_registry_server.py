@@ -168,4 +168,5 @@ def test_cli_history_reads_the_server(client, server_uri, monkeypatch, make_mode
     promotion.promote(name, "1", CFG, POLICY, client=client)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
     shown = CliRunner().invoke(app, ["history", name, "--json"])
+    assert shown.exit_code == 0, f"{shown.output} {shown.exception!r}"
     assert [(e["action"], e["to"]) for e in json.loads(shown.stdout)] == [("promote", "1")]
