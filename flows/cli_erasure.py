@@ -111,12 +111,8 @@ def _print_affected(request: str, column: str, affected) -> None:
         out.print(f"tagged {PENDING}: {', '.join(affected.versions)}")
     else:
         out.print("no registered model version was trained on the subject")
-    for key_id, runs in affected.unlinkable.items():
-        out.print(f"[yellow]{len(runs)} run(s) under key {key_id}, not held here: not testable; "
-                  "no longer linkable to the subject if that key was destroyed[/]")
-    if affected.unrecorded:
-        out.print(f"[yellow]{len(affected.unrecorded)} run(s) have no subject record (trained "
-                  "before erasure support): cannot tell; treat them as affected[/]")
+    for caveat in affected.caveats():
+        out.print(f"[yellow]{caveat}[/]")
     out.print("next: every later `privgen run` quarantines the subject's rows (reason erased); "
               "retrain, promote the new version, then retire the versions and delete the "
               "batches listed")

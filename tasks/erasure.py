@@ -116,6 +116,16 @@ class Affected:
     unlinkable: dict[str, list[str]] = field(default_factory=dict)  # key id → runs
     unrecorded: list[str] = field(default_factory=list)  # runs with no subject filter
 
+    def caveats(self) -> list[str]:
+        """What the search could not decide, one sentence each (CLI and Prefect report)."""
+        out = [f"{len(runs)} run(s) under key {key_id}, not held here: not testable; no "
+               "longer linkable to the subject if that key was destroyed"
+               for key_id, runs in self.unlinkable.items()]
+        if self.unrecorded:
+            out.append(f"{len(self.unrecorded)} run(s) have no subject record (trained before "
+                       "erasure support): cannot tell; treat them as affected or retire them")
+        return out
+
     def to_dict(self) -> dict:
         return self.__dict__.copy()
 
@@ -282,10 +292,5 @@ def report_markdown(request: str, column: str, key_ids: list[str], affected: Aff
              f"`{ERASED}`"]
     lines += [f"  - batch `{b['file'] or '(no manifest)'}` from {b['version']} (run "
               f"`{b['run_id']}`)" for b in affected.batches]
-    for key_id, runs in affected.unlinkable.items():
-        lines.append(f"- {len(runs)} run(s) under key `{key_id}`, not held here: not testable "
-                     "(no longer linkable if that key was destroyed)")
-    if affected.unrecorded:
-        lines.append(f"- {len(affected.unrecorded)} run(s) without a subject record (trained "
-                     "before erasure support): cannot tell; treat as affected or retire them")
+    lines += [f"- {c}" for c in affected.caveats()]
     return "\n".join(lines) + "\n"
