@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from models.images import image_reason
+
 FAMILY_FILE = "family.json"
 
 # name → "module:Class"; imported on first use so a family's heavy dependencies (JAX for the
@@ -36,9 +38,12 @@ FAMILIES: dict[str, str] = {
     "dplstm": "models.dplstm:DPLSTM",
     "causal_lm": "models.causal_lm_family:CausalLM",
     "hybrid": "models.hybrid:Hybrid",
+    "dcgan": "models.dcgan:DCGAN",
+    "convvae": "models.convvae:ConvVAE",
 }
 TABLE_FAMILIES = ("aim", "mst", "tvae", "dpctgan")
 TEXT_FAMILIES = ("dplstm", "causal_lm")
+IMAGE_FAMILIES = ("dcgan", "convvae")
 
 # Each round draws the shortfall with its own seed; a model this bad after 8 is not usable.
 MAX_ROUNDS = 8
@@ -52,15 +57,17 @@ class FieldSpec:
 
     ``kind``: "categorical" (``values``: every value it may take, public or paid for),
     "numeric" (``low``/``high``: inclusive bounds, public or paid for; ``integer``: whole
-    numbers) or "text" (free text, for the text families)."""
+    numbers), "text" (free text, for the text families) or "image" (a uint8 array of
+    ``shape`` (H, W, C), C 1 grey or 3 RGB, for the image families; ``models.images``)."""
 
     name: str
-    kind: Literal["categorical", "numeric", "text"]
+    kind: Literal["categorical", "numeric", "text", "image"]
     values: tuple[str, ...] | None = None
     low: float | None = None
     high: float | None = None
     integer: bool = False
     nullable: bool = False
+    shape: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,15 @@ class TableSpec:
 
     @property
     def structured(self) -> list[FieldSpec]:
-        return [f for f in self.fields if f.kind != "text"]
+        return [f for f in self.fields if f.kind not in ("text", "image")]
 
     @property
     def text(self) -> list[FieldSpec]:
         return [f for f in self.fields if f.kind == "text"]
+
+    @property
+    def images(self) -> list[FieldSpec]:
+        return [f for f in self.fields if f.kind == "image"]
 
     def field(self, name: str) -> FieldSpec:
         return next(f for f in self.fields if f.name == name)
@@ -90,7 +101,9 @@ class TableSpec:
     @classmethod
     def from_dict(cls, d: Mapping) -> TableSpec:
         return cls(tuple(FieldSpec(**{**f, "values": None if f.get("values") is None
-                                      else tuple(f["values"])}) for f in d["fields"]))
+                                      else tuple(f["values"]),
+                                      "shape": None if f.get("shape") is None
+                                      else tuple(f["shape"])}) for f in d["fields"]))
 
 
 @dataclass(frozen=True)
@@ -259,7 +272,9 @@ class Generator:
             for row, reason, raw in zip(proposal.rows, proposal.reasons, proposal.raw,
                                         strict=True):
                 if row is not None:
-                    reason = self.check(row) or (check(row) if check else None)
+                    reason = (image_reason(self.spec.images if self.spec else (), row)
+                              or self.check(row)
+                              or (check(row) if check else None))
                 if reason is None:
                     out.records.append(row)
                     continue
@@ -282,6 +297,8 @@ class Generator:
                 df[f.name] = pd.to_numeric(df[f.name]).round().astype("Int64")
             elif f.kind == "numeric":
                 df[f.name] = pd.to_numeric(df[f.name]).astype("Float64")
+            elif f.kind == "image":
+                df[f.name] = df[f.name].astype(object)  # one uint8 array [H, W, C] per row
             else:
                 df[f.name] = df[f.name].astype("string")
         return df
