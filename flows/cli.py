@@ -520,13 +520,24 @@ def serve(
     model: Annotated[str, typer.Option(help="Model to generate from.")] = "privgen-demo@champion",
     n: Annotated[int, typer.Option("--n", help="Records per scheduled generation.", min=1)] = 1000,
     out_path: Annotated[str, typer.Option("--out")] = "outputs/synthetic.parquet",
+    work_pool: Annotated[str | None, typer.Option(
+        "--work-pool", help="Register the deployments to this Prefect process work pool "
+        "(created if missing) on the server PREFECT_API_URL names, and return; `prefect worker "
+        "start --pool NAME` runs them. Without it they are served in this process.")] = None,
 ) -> None:
-    """Serve both flows as Prefect deployments on cron schedules until interrupted."""
+    """Serve both flows as Prefect deployments on cron schedules until interrupted, or register
+    them to a work pool."""
     from prefect import serve as prefect_serve
 
-    from flows.deployments import build
+    from flows.deployments import build, register
 
-    deployments = build(config, train_cron, generate_cron, model, n, out_path)
+    deployments = build(config, train_cron, generate_cron, model, n, out_path, work_pool)
+    if work_pool is not None:
+        register(deployments, work_pool)
+        out.print(f"registered {len(deployments)} deployments to work pool {work_pool} "
+                  f"(training: {train_cron}, generation: {generate_cron}); run them with "
+                  f"`prefect worker start --pool {work_pool}`")
+        return
     console.print(f"serving {len(deployments)} deployments (training: {train_cron}, "
                   f"generation: {generate_cron}); Ctrl-C to stop")
     prefect_serve(*deployments, print_starting_message=False)
