@@ -3,7 +3,8 @@ synthetic records on request, exactly as `privgen generate` does.
 
 Input: a frame with one row per request: ``n`` records, ``seed``, and optionally a value per
 structured column to condition on. Params: the sampling settings (``temperature``, ``top_k``,
-``top_p``, ``batch_size``) and ``shard_size``. Output: the records, in the model's columns.
+``top_p``, ``batch_size``) and ``shard_size``. Output: the records, in the model's columns;
+an image family's images as base64 PNG strings in column ``image_png`` (beside ``label``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ ARTIFACT = "model"  # name of the model folder among the pyfunc's artifacts
 
 # What the served model imports, so `mlflow models serve` can build a fresh environment for any
 # family: models/ (mbi, jax and jaxlib for the marginal families, Opacus' DPLSTM layer, PEFT for
-# LoRA models) and tasks/ as the draw uses it (the PII gate's patterns, the release rules).
+# LoRA models, Pillow for the image families' PNGs) and tasks/ as the draw uses it (the PII
+# gate's patterns, the release rules).
 # tests/unit/test_pyfunc_requirements.py keeps it complete and pinned as requirements.lock is.
 SERVING_PACKAGES = (
     "mlflow", "torch", "transformers", "peft", "safetensors", "opacus", "dp-accounting", "numpy",
     "pandas", "pydantic", "mbi", "jax", "jaxlib", "networkx", "matplotlib", "presidio-analyzer",
-    "spacy", "phonenumbers", "wordfreq",
+    "spacy", "phonenumbers", "wordfreq", "pillow",
 )
 
 
@@ -63,7 +65,22 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     @property
     def columns(self) -> list[str]:
-        return self.generator.spec.names
+        return list(self.output_frame([]).columns)
+
+    def output_frame(self, records: list[dict]) -> pd.DataFrame:
+        """What ``predict`` returns for ``records``: the generator's frame, each image field
+        replaced by ``<name>_png``, the PNG as base64 text (JSON carries no arrays)."""
+        frame = self.generator.frame(records)
+        for f in self.generator.spec.images:
+            import base64
+
+            from models.images import png_bytes
+
+            at = frame.columns.get_loc(f.name)
+            encoded = [base64.b64encode(png_bytes(img)).decode("ascii") for img in frame[f.name]]
+            frame = frame.drop(columns=f.name)
+            frame.insert(at, f"{f.name}_png", pd.Series(encoded, dtype="string"))
+        return frame
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         """The records of each request, in order: request ``(n, seed)`` gives what
@@ -83,8 +100,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             records = draw.draw_plan(self.generator, int(request["n"]),
                                      int(request.get("seed", 0)), self.specs, condition,
                                      shard_size)
-            frames.append(self.generator.frame(records))
-        return pd.concat(frames, ignore_index=True) if frames else self.generator.frame([])
+            frames.append(self.output_frame(records))
+        return pd.concat(frames, ignore_index=True) if frames else self.output_frame([])
 
 
 # The name models registered before the one wrapper were logged with.

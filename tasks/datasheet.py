@@ -69,7 +69,10 @@ def build(*, name: str, version: str, train: dict, evaluation: dict, verdicts: d
                                                        "rows_quarantined")},
         "anonymization": {k: anon.get(k) for k in (
             "operators", "entities_replaced", "k", "smallest_class", "rows_generalized",
-            "rows_suppressed", "l_diversity", "residual_identifiers", "key_id")},
+            "rows_suppressed", "l_diversity", "residual_identifiers", "key_id")}
+        # Images are not anonymized (issue 14): the data owner's statement stands in its place.
+        | ({"statement": lineage["anonymization_statement"]}
+           if lineage.get("anonymization_statement") else {}),
         "evaluation": {"perplexity": evaluation.get("perplexity"),
                        "utility": evaluation.get("utility", {})},
         "audit": _summary(audit),

@@ -96,7 +96,7 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
     wrapper, _ = GeneratorModel.from_dir(model_dir)
     # The output schema from the model's own columns and types, not from a draw: a model that
     # writes few usable records is registered (and gated) rather than failing here.
-    signature = infer_signature(example, wrapper.generator.frame([]), SAMPLING_PARAMS)
+    signature = infer_signature(example, wrapper.output_frame([]), SAMPLING_PARAMS)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=GeneratorModel(),
@@ -121,13 +121,16 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
 def register_task(model_dir: str, train: dict, evaluation: dict, dataset_digest: str,
                   config_digest: str, cfg: RegisterConfig, policy: PromotionConfig,
                   run_id: str, lineage: dict | None = None, privacy: dict | None = None,
-                  control: dict | None = None, power: dict | None = None) -> dict:
+                  control: dict | None = None, power: dict | None = None,
+                  extra_verdicts: dict[str, str] | None = None) -> dict:
     """``lineage`` (source, validate and anonymize results), ``privacy`` (the training privacy
     config), ``control`` (the non-private control's evaluation) and ``power`` (the paired
-    comparison with it, ``tasks.audit_power``) go into the datasheet."""
+    comparison with it, ``tasks.audit_power``) go into the datasheet; ``extra_verdicts``: a
+    stage's own gates (the image detector's), applied as the others."""
     logger = get_run_logger()
     version = log_model(run_id, model_dir, cfg.model_name)
-    verdicts = {**gates(train, evaluation, cfg), **audit_gates(evaluation, cfg)}
+    verdicts = {**gates(train, evaluation, cfg), **audit_gates(evaluation, cfg),
+                **(extra_verdicts or {})}
     tags = version_tags(train, evaluation, dataset_digest, config_digest, verdicts)
     if power is not None:
         tags["audit.power"] = "shown" if power["has_power"] else "not shown"
