@@ -53,28 +53,53 @@ class Private:
 
 def privatize(module: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int,
               batch_size: int, epochs: int, budget: Budget, generator: torch.Generator,
-              prior: list[dict] | None = None) -> Private:
+              prior: list[dict] | None = None, sigma: float | None = None) -> Private:
     """Wrap ``module``/``optimizer`` for DP-SGD over ``n`` records (or not, when
     ``budget.enabled`` is false). The loader yields batches of row indices [B] by Poisson
     sampling at rate q = batch_size / n for ceil(n / batch_size) steps an epoch; σ comes from
     ``accounting.noise_for`` so that ``budget.prior`` + ``prior`` + this run stay within
-    ``budget.epsilon`` at ``budget.delta``. ``generator`` drives sampling and noise.
-    ValueError if the prior spending already reaches the target."""
+    ``budget.epsilon`` at ``budget.delta`` (``sigma`` overrides it: the equivalence test sets
+    0). ``generator`` drives sampling and noise.
+
+    Inside a process group of world size W > 1 (``models.distributed``): the module is wrapped
+    in Opacus' DPDDP, each rank samples its shard at the same q (``PoissonShards``, so q, the
+    steps and σ, hence ε, are the one-process run's), ``generator`` is reseeded on ranks > 0,
+    and Opacus' distributed optimizer sums the ranks' clipped gradients and adds the noise once.
+    ValueError if the prior spending already reaches the target, or for a non-private or
+    secure-mode fit across processes (not supported: run those with world size 1)."""
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
 
+    from models import distributed
+
+    rank, world = distributed.world()
     plain = DataLoader(TensorDataset(torch.arange(n)), batch_size=min(batch_size, n))
     q, steps = sampling(n, batch_size, epochs)
     spent = list(budget.prior) + list(prior or [])
+    if world > 1 and (not budget.enabled or budget.secure_mode):
+        raise ValueError("DP-SGD across processes needs privacy on and secure_mode off; "
+                         "train this fit with world size 1")
     if not budget.enabled:
         loader = DPDataLoader.from_data_loader(plain, generator=generator)
         return Private(module, optimizer, loader, False, q=q, steps=steps)
-    sigma = accounting.noise_for(budget.epsilon, budget.delta, spent, q, steps,
-                                 budget.accountant)
+    if sigma is None:
+        sigma = accounting.noise_for(budget.epsilon, budget.delta, spent, q, steps,
+                                     budget.accountant)
     engine = PrivacyEngine(accountant=budget.accountant, secure_mode=budget.secure_mode)
+    poisson = True
+    if world > 1:
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+        distributed.reseed_for_rank(generator, rank)
+        module = DPDDP(module)  # broadcasts rank 0's weights
+        # Already Poisson: Opacus reads q = 1 / len(loader) and the per-rank expected batch
+        # q·N / W from it (privacy_engine.make_private).
+        plain, poisson = DataLoader(plain.dataset, collate_fn=distributed.indices,
+                                    batch_sampler=distributed.PoissonShards(
+                                        n, q, round(1 / q), rank, world, generator)), False
     module, optimizer, loader = engine.make_private(
         module=module, optimizer=optimizer, data_loader=plain, noise_multiplier=sigma,
-        max_grad_norm=budget.max_grad_norm, poisson_sampling=True,
+        max_grad_norm=budget.max_grad_norm, poisson_sampling=poisson,
         noise_generator=None if budget.secure_mode else generator)
     return Private(module, optimizer, loader, True, sigma, q, steps, spent)
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import base, causal_lm
 from tasks import spec
+from tasks.distributed import FAMILIES as DISTRIBUTED
+from tasks.distributed import DistributedConfig
 
 
 class PrivacyConfig(BaseModel):
@@ -99,12 +101,26 @@ class TrainConfig(BaseModel):
     # per-sample gradients lose the precision clipping relies on, and this CPU has no bf16
     # units to gain from.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Processes DP-SGD runs in (tasks.distributed): 1 here, more under torchrun on loopback.
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @model_validator(mode="after")
     def _ghost_needs_untied_weights(self) -> TrainConfig:
         if self.privacy.grad_sample_mode == "ghost" and self.model.tie_embeddings:
             raise ValueError("privacy.grad_sample_mode=ghost cannot clip tied embeddings "
                              "(Opacus refuses tied parameters); set model.tie_embeddings=false")
+        return self
+
+    @model_validator(mode="after")
+    def _distributed_is_supported(self) -> TrainConfig:
+        if self.distributed.world_size == 1:
+            return self
+        if self.privacy.secure_mode:
+            raise ValueError("distributed.world_size > 1 cannot run privacy.secure_mode: the "
+                             "per-rank sampler draws from torch generators; train with 1")
+        if self.family not in ("auto", *DISTRIBUTED):  # auto's choice is checked when made
+            raise ValueError(f"distributed.world_size > 1: family {self.family} trains in one "
+                             f"process only (distributed: {', '.join(DISTRIBUTED)})")
         return self
 
     @model_validator(mode="after")

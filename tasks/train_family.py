@@ -15,7 +15,7 @@ import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
 from models import accounting, base
-from tasks import composition, release, tracking
+from tasks import composition, distributed, release, tracking
 from tasks.contract import DataContract
 from tasks.dpsgd import resolve_delta
 from tasks.errors import PrivacyError
@@ -84,10 +84,18 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
     spend = composition.DomainSpend.from_dict((domain or {}).get("spend"))
     budget = budget_for(cfg, len(train_df), spend)
     gen = base.create(family, cfg.section(family))
-    stage.log_params({"train.records": len(train_df),
+    processes = cfg.distributed.world_size if distributed.check(
+        family, cfg.distributed, budget.enabled) else 1
+    stage.log_params({"train.records": len(train_df), "train.world_size": processes,
                       **{f"{family}.{k}": v for k, v in _config(gen).items()}})
-    fit = gen.fit(train_df[spec.names].reset_index(drop=True), spec, budget, seed=seed,
-                  on_progress=lambda m: stage.progress(m, _total(gen)))
+    table, on_progress = train_df[spec.names].reset_index(drop=True), \
+        lambda m: stage.progress(m, _total(gen))
+    if processes > 1:  # rank 0 saves the model; its fit result comes back with it
+        gen = distributed.fit(family, cfg.section(family), table, spec, budget, seed,
+                              out / "model", cfg.distributed, on_progress)
+        fit = gen.fit_result
+    else:
+        fit = gen.fit(table, spec, budget, seed=seed, on_progress=on_progress)
     model_dir = gen.save(out / "model")
     release.write(released, spec.names, model_dir)
     # The family's own mechanism alone, at the δ left after thresholding.

@@ -18,7 +18,7 @@ from models.base import FitResult
 from models.causal_lm_family import CausalLM, spec_of
 from models.records import RELEASE_FILE
 from models.replay import ReplayIndex
-from tasks import composition, release, tracking
+from tasks import composition, distributed, release, tracking
 from tasks.contract import DataContract
 from tasks.dpsgd import _composed, codec_for, encode, load_tokenizer, train
 from tasks.train_family import Stage
@@ -33,6 +33,7 @@ def train_causal_lm(stage: Stage, train_df: pd.DataFrame, released: DataContract
     """Train on ``train_df`` (canaries already planted) and save to ``out / "model"``.
     Returns the train stage's result keys that depend on the model (``tasks.train``)."""
     logger, prefix = stage.logger, stage.prefix
+    distributed.check("causal_lm", cfg.distributed, cfg.privacy.enabled)
     checkpoint = out / "checkpoint.pt"
     # A generalized integer quasi-identifier is released as bands ("30-39"): the codec and
     # the grammar follow the released type, not the raw one (issue 12).
