@@ -141,8 +141,13 @@ def run(
     """Run the whole training flow: ingest → validate → anonymize → preflight → train →
     evaluate → register."""
     from flows.config import config_from_tree, load_config
+    from flows.images_config import is_image_config
     from tasks.errors import ConfigError
 
+    if resume is None and is_image_config(config, set_ or []):  # ingest.kind: images
+        from flows.cli_images import run_images
+
+        return run_images(config, set_ or [], preflight, _run_with_progress, out)
     if resume is not None:
         if config is not None or set_:
             raise ConfigError("--resume uses the config the run started with; drop --config "
@@ -331,7 +336,8 @@ def generate(
                                        "(its champion).")] = "privgen-demo@champion",
     n: Annotated[int, typer.Option("--n", help="Number of records.", min=1)] = 1000,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write; a "
-                                           "manifest is written beside it.")] = Path(
+                                           "manifest is written beside it (an image model: "
+                                           "a folder of PNGs).")] = Path(
         "outputs/synthetic.parquet"),
     seed: Annotated[int, typer.Option(help="Sampling seed; same seed, same records.")] = 7,
     temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: fewer, safer "
@@ -372,6 +378,10 @@ def generate(
         raise ConfigError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
                           f"{err['msg']}") from None
     manifest = _run_with_progress(f"generating {n} records", generation_flow, cfg, experiment)
+    if manifest.get("kind") == "images":
+        from flows.cli_images import generated_line
+
+        return out.print(generated_line(manifest))
     mdl = manifest["model"]
     out.print(f"[green]wrote[/] {manifest['written']} records to {manifest['file']['path']} "
               f"from {mdl['name']} v{mdl['version']} (ε={manifest['privacy']['epsilon']}); "

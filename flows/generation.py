@@ -1,14 +1,17 @@
-"""The generation flow: a pinned model version → shards of checked records → file + manifest."""
+"""The generation flow: a pinned model version → shards of checked records → file + manifest
+(an image model: a folder of PNGs + labels.csv + grid.png + manifest.json)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from models.base import IMAGE_FAMILIES
 from tasks import tracking
 from tasks.generate import (
     GenerateConfig,
@@ -18,6 +21,7 @@ from tasks.generate import (
     shard_plan,
     shard_task,
 )
+from tasks.generate_images import assemble_images_task, check_out, image_shard_task
 from tasks.storage import output_format
 
 # Progress events for a watching CLI; not run logs, so Prefect's API never receives them.
@@ -26,7 +30,8 @@ progress = logging.getLogger("privgen.progress")
 
 @flow(name="privgen-generation", log_prints=False, validate_parameters=False)
 def _generation(cfg: GenerateConfig, experiment: str) -> dict:
-    output_format(cfg.out)  # a bad file name fails before any sampling
+    if Path(cfg.out).suffix:  # a bad file name fails before any sampling (a folder: images)
+        output_format(cfg.out)
     run_id = tracking.start_run(experiment, time.strftime("generate-%Y%m%d-%H%M%S"), {
         "privgen.flow": "generation", "privgen.model": cfg.model},
         setting="privgen generate --experiment NAME")
@@ -36,11 +41,18 @@ def _generation(cfg: GenerateConfig, experiment: str) -> dict:
         tracking.log_dict(run_id, cfg.model_dump(mode="json"), "config.json")
         model = resolve_task(cfg.model, cfg.condition)
         tracking.set_tags(run_id, {"privgen.model_version": f"{model['name']}/{model['version']}"})
+        images = model["family"] in IMAGE_FAMILIES  # a folder of PNGs, else a records file
+        if images:
+            check_out(cfg.out)
+            shard, assemble = image_shard_task, assemble_images_task
+        else:
+            output_format(cfg.out)
+            shard, assemble = shard_task, assemble_task
         directory = shard_dir(cfg.out)
         directory.mkdir(parents=True, exist_ok=True)
         plan = shard_plan(cfg.n, cfg.shard_size, cfg.seed)
         started = time.monotonic()
-        futures = [shard_task.submit(model, s, cfg, str(directory)) for s in plan]
+        futures = [shard.submit(model, s, cfg, str(directory)) for s in plan]
         # Reported here, as shards finish, since shard tasks may run in other processes.
         shards, records = [], 0
         progress.info("shards", extra={"stage": "generate", "progress": (0, cfg.n, "records")})
@@ -49,8 +61,8 @@ def _generation(cfg: GenerateConfig, experiment: str) -> dict:
             records += shards[-1]["records"]
             progress.info("shard", extra={"stage": "generate",
                                           "progress": (records, cfg.n, "records")})
-        manifest = assemble_task(model, shards, cfg, str(directory),
-                                 time.monotonic() - started, run_id)
+        manifest = assemble(model, shards, cfg, str(directory), time.monotonic() - started,
+                            run_id)
         status = "FINISHED"
         return manifest
     finally:

@@ -189,7 +189,9 @@ def resolve_task(ref: str, condition: dict[str, str]) -> dict:
     loaded = _load(name, version)
     specs, gen = loaded.specs, loaded.generator
     source = "model"
-    if specs is None:  # a model saved before it carried its release rules
+    if specs is None and gen.family in base.IMAGE_FAMILIES:
+        source = "model"  # images: the declared labels are the spec's own values
+    elif specs is None:  # a model saved before it carried its release rules
         source = "run"
         try:
             specs = release.from_run_config(tracking.download_json(mv.run_id, "config.json"),

@@ -1,0 +1,50 @@
+"""What `privgen run` and `privgen generate` show for images (issue 14): the image flow's
+result in one screen, the folder generate wrote."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def run_images(config: Path | None, overrides: list[str], preflight: bool, run_with_progress,
+               out) -> None:
+    """`privgen run` on an image config (``ingest.kind: images``)."""
+    from flows.images import images_flow
+    from flows.images_config import load_image_config
+
+    cfg = load_image_config(config, overrides)
+    started = time.monotonic()
+    result = run_with_progress("image training flow", images_flow, cfg, preflight)
+    rows = result["rows"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in rows["reasons"].items())
+    line = (f"{rows['rows_in']} images in: {rows['rows_kept']} kept, "
+            f"{rows['rows_quarantined']} quarantined" + (f" ({reasons}; list in "
+                                                         f"{rows['quarantine_path']})"
+                                                         if reasons else ""))
+    if preflight:
+        out.print(f"[green]plan ok[/]: {result['preflight']['summary']}; {line}")
+        return
+    m, t, e = result["model"], result["train"], result["eval"]
+    metrics = e.get("utility") or {}
+    shown = ", ".join(f"{k.removeprefix('eval.')} {metrics[k]:.3f}" for k in (
+        "eval.tstr_accuracy", "eval.trtr_accuracy", "eval.frechet_distance",
+        "eval.detection_auc") if k in metrics) or "not evaluated"
+    out.print(
+        f"[green]done[/] in {time.monotonic() - started:.0f} s: {line}; {t['family']} model, "
+        f"ε={t['epsilon']:.2f} δ={t['delta']:.1e}; {shown}\n"
+        f"model [bold]{m['name']}[/] version {m['version']}: "
+        + ("[green]champion[/]" if m["promoted"] else
+           "challenger only (" + "; ".join(v for v in m["verdicts"].values() if v != "pass")
+           + ")")
+        + f"\nMLflow run {result['run_id']} (sample grids under grids/); open the UI with: "
+        f"mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'mlruns')}")
+
+
+def generated_line(manifest: dict) -> str:
+    mdl = manifest["model"]
+    return (f"[green]wrote[/] {manifest['written']} PNG images to {manifest['folder']} from "
+            f"{mdl['name']} v{mdl['version']} (ε={manifest['privacy']['epsilon']}); "
+            f"grid: {Path(manifest['folder']) / 'grid.png'}; manifest: "
+            f"{Path(manifest['folder']) / 'manifest.json'}")
