@@ -141,7 +141,7 @@ def run(
     """Run the whole training flow: ingest → validate → anonymize → preflight → train →
     evaluate → register."""
     from flows.config import config_from_tree, load_config
-    from flows.images_config import is_image_config
+    from flows.cli_images import is_image_config
     from tasks.errors import ConfigError
 
     if resume is None and is_image_config(config, set_ or []):  # ingest.kind: images
@@ -263,9 +263,12 @@ def validate(
     if replay is not None:
         outcome = replay_quarantine(replay, cfg.contract, cfg.ingest, cfg.validate_, out_dir)
     elif input_path is not None:
+        from tasks.erasure import ingest_suppressor
+
         outcome = validate_file(input_path, cfg.contract,
                                 cfg.ingest.model_copy(update={"path": input_path}),
-                                cfg.validate_, out_dir)
+                                cfg.validate_, out_dir,
+                                erased=ingest_suppressor(cfg.contract, cfg.anonymize))
     else:
         raise ConfigError("give INPUT, --infer with INPUT, or --replay QUARANTINE")
     r = outcome.report
@@ -291,6 +294,7 @@ def anonymize(
     from tasks.anonymize import anonymize as anonymize_frame
     from tasks.anonymize import load_key
     from tasks.contract import ColumnSpec, DataContract, Role
+    from tasks.erasure import erased_rows
     from tasks.errors import ConfigError, InputError
     from tasks.generate import output_format, write_records
     from tasks.ingest import INGEST_ERROR, read_source
@@ -317,16 +321,19 @@ def anonymize(
     if not config:  # the built-in per-column settings describe the demo data, not this file
         anon = anon.model_copy(update={"operators": {}, "generalize": {}, "entities": {}})
     key = load_key(anon.key_file)
-    kept, suppressed, report = anonymize_frame(df[columns], DataContract(columns=specs),
-                                               anon, key)
+    # Subjects who asked to be erased: dropped, no copy kept (as `privgen run` ingest does).
+    erased = erased_rows(df, cfg.contract, cfg.anonymize)
+    kept, suppressed, report = anonymize_frame(df.loc[~erased, columns],
+                                               DataContract(columns=specs), anon, key)
     write_records(kept.reset_index(drop=True), out_path, fmt)
-    write_json({**report.to_dict(), "rows_suppressed": len(suppressed)},
-               out_path.with_suffix(".anonymization.json"))
+    write_json({**report.to_dict(), "rows_suppressed": len(suppressed),
+                "rows_erased": int(erased.sum())}, out_path.with_suffix(".anonymization.json"))
     if len(suppressed):
         write_records(suppressed.reset_index(drop=True),
                       out_path.with_suffix(f".suppressed{out_path.suffix}"), fmt)
     out.print(f"[green]anonymized[/] {len(df)} rows: {len(kept)} written to {out_path}, "
-              f"{len(suppressed)} suppressed for k-anonymity; key id {report.key_id}; report: "
+              f"{len(suppressed)} suppressed for k-anonymity, {int(erased.sum())} dropped as "
+              f"erased on request; key id {report.key_id}; report: "
               f"{out_path.with_suffix('.anonymization.json')}")
 
 

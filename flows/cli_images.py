@@ -1,11 +1,26 @@
-"""What `privgen run` and `privgen generate` show for images (issue 14): the image flow's
-result in one screen, the folder generate wrote."""
+"""`privgen run` and `privgen generate` for images (issue 14): which configs select the image
+flow (cheap: read before any heavy import), its result in one screen, the folder written."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+
+import yaml
+
+
+def is_image_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether the YAML file (or ``--set ingest.kind=images``) selects the image pipeline."""
+    if any(o.replace(" ", "") == "ingest.kind=images" for o in overrides):
+        return True
+    if path is None or not Path(path).is_file():
+        return False
+    try:
+        ingest = (yaml.safe_load(Path(path).read_text()) or {}).get("ingest") or {}
+    except (yaml.YAMLError, AttributeError):
+        return False  # load_config reports it
+    return isinstance(ingest, dict) and ingest.get("kind") == "images"
 
 
 def run_images(config: Path | None, overrides: list[str], preflight: bool, run_with_progress,

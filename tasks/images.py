@@ -154,7 +154,7 @@ def read_npz(path: Path) -> list[Candidate]:
         with np.load(path, allow_pickle=False) as data:
             if "images" not in data:
                 raise InputError(f"{path}: no 'images' array (found {', '.join(data.files)})")
-            images, labels = data["images"], data["labels"] if "labels" in data else None
+            images, labels = data["images"], data.get("labels")
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable NPZ of arrays ({exc})") from None
     if images.ndim == 3:

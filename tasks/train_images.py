@@ -63,9 +63,9 @@ def split(canonical: str, fraction: float, seed: int, out: Path) -> dict[str, st
     """The canonical NPZ split at random (``seed``) into train.npz and holdout.npz in ``out``."""
     with np.load(canonical, allow_pickle=False) as data:
         images, ids = data["images"], data["ids"]
-        labels = data["labels"] if "labels" in data else None
+        labels = data.get("labels")
     order = np.random.default_rng(seed).permutation(len(images))
-    cut = max(1, int(round(len(images) * fraction)))
+    cut = max(1, round(len(images) * fraction))
     paths = {}
     for name, idx in (("holdout", np.sort(order[:cut])), ("train", np.sort(order[cut:]))):
         paths[name] = str(write_canonical(out / f"{name}.npz", images[idx], list(ids[idx]),

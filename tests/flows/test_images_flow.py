@@ -51,10 +51,11 @@ def image_run(prefect_api, tmp_path_factory):
 
 
 def test_run_quarantines_trains_and_registers(image_run):
-    root, result = image_run
+    _, result = image_run
     rows = result["rows"]
     assert (rows["rows_in"], rows["rows_kept"], rows["rows_quarantined"]) == (61, 60, 1)
-    quarantined = json.loads(open(rows["quarantine_path"]).read())
+    with open(rows["quarantine_path"]) as f:
+        quarantined = json.load(f)
     assert quarantined == [{"id": "broken.png", "reason": "not a decodable PNG/JPEG"}]
     train = result["train"]
     assert train["family"] == "convvae" and train["private"] and 0 < train["epsilon"] <= 8

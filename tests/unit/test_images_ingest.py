@@ -68,7 +68,7 @@ def test_undeclared_label_is_quarantined_and_undeclared_set_refused(tmp_path):
     (folder / "labels.csv").write_text(text)
     _, _, _, report = images.validate(images.read_folder(folder), _cfg(max_quarantine_rate=0.5))
     assert _reasons(report) == {"img-5.png": "label 'x' not declared in ingest.labels"}
-    with pytest.raises(ConfigError, match="ingest.labels"):
+    with pytest.raises(ConfigError, match=r"ingest\.labels"):
         images.validate(images.read_folder(folder), _cfg(labels=None))
 
 
