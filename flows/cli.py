@@ -139,9 +139,9 @@ def run(
                                                "with the config it started with.")] = None,
 ) -> None:
     """Run the whole training flow: ingest → validate → anonymize → preflight → train →
-    evaluate → register."""
-    from flows.config import config_from_tree, load_config
+    evaluate → register (a config with ingest.kind: images runs the image flow)."""
     from flows.cli_images import is_image_config
+    from flows.config import config_from_tree, load_config
     from tasks.errors import ConfigError
 
     if resume is None and is_image_config(config, set_ or []):  # ingest.kind: images
