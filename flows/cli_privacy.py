@@ -46,10 +46,10 @@ def budget(
     anyone): the ε of every DP release on them composed by one accountant, a second
     accountant's recomputation, the plain sum of the releases' own ε, and what is left of the
     lifetime budget (train.privacy.lifetime_budget)."""
-    from tasks import ledger
+    from tasks import ledger_store
     from tasks.errors import ConfigError
 
-    rows = ledger.budget(dataset, lifetime)
+    rows = ledger_store.budget(dataset, lifetime)
     if dataset and not rows:
         raise ConfigError(f"--dataset {dataset}: no population key or source sha256 in the "
                           "ledger starts with it; run privgen budget to list them")
@@ -74,14 +74,35 @@ def budget(
     for r in rows:
         out.print(f"{r['population']}: people by {r['basis']}; composed by {r['accountant']}; "
                   f"data sha256 {', '.join(d[:12] for d in r['source_digests'])}")
+        for line in notes(r):
+            out.print(f"  {line}")
+
+
+def notes(row: dict) -> list[str]:
+    """What a budget row's figure includes beyond finished runs on one population: links
+    across key rotations, releases counted conservatively, reservations."""
+    lines = []
+    if row["linked"]:
+        lines.append(f"the same people under earlier key(s), linked while the key was held: "
+                     f"{', '.join(row['linked'])}")
+    if row["assumed"]:
+        keys = sorted({r["key_id"] for r in row["runs"] if r["population"] in row["assumed"]})
+        lines.append(f"[yellow]counted conservatively[/]: the releases of "
+                     f"{', '.join(row['assumed'])} (same dataset, under key(s) "
+                     f"{', '.join(keys)} no longer held, so their people cannot be matched) "
+                     "are composed as if every data subject had been in them")
+    if row["reserved"]:
+        lines.append(f"{row['reserved']} release(s) reserved by runs that did not finish "
+                     "(crashed, or still running), counted at their planned ε")
+    return lines
 
 
 def promotion_line(name: str, version: str) -> str | None:
     """What ``privgen promote`` shows of the ledger: the composed ε of the version's
     population now, against its lifetime budget."""
-    from tasks import ledger
+    from tasks import ledger_store
 
-    row = ledger.of_version(name, version)
+    row = ledger_store.of_version(name, version)
     if row is None:
         return None
     left = "" if row["left"] is None else (

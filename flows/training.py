@@ -107,15 +107,18 @@ def training_flow(cfg: PipelineConfig, preflight_only: bool = False,
                         cfg.anonymize, cfg.train, cfg.seed, run_id, planted=planted)
         plan = j.stage("preflight", preflight_task, anonymized["anonymized_path"], cfg.train,
                        cfg.seed, run_id, planted=planted, domain=costs)
+        # Reserves the run's planned ε in the ledger (not for a preflight): a run that fails
+        # from here on has spent it.
         spend = j.stage("ledger", ledger.check_task, anonymized["anonymized_path"],
-                        ingested.source_digest, cfg.contract, cfg.anonymize, cfg.train,
-                        cfg.seed, ledger.spend_digest(cfg), run_id, planted=planted)
+                        validated["validated_path"], ingested.source, ingested.source_digest,
+                        cfg.contract, cfg.anonymize, cfg.train, cfg.seed,
+                        ledger.spend_digest(cfg), run_id, planted=planted,
+                        reserve=not preflight_only)
         if preflight_only:
             status = "FINISHED"
             return {"run_id": run_id, "rows": validated, "preflight": plan}
         domains = j.stage("domain", domain_task, anonymized["anonymized_path"], cfg.contract,
                           costs, cfg.train, cfg.seed, run_id)
-        j.stage("ledger-domains", ledger.record_task, spend, run_id, costs)
         released = DataContract.model_validate(domains["contract"])
         resume = resume_run_id is not None
         trained = j.stage("train", train_task, anonymized["anonymized_path"], released,

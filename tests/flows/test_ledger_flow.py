@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli_privacy import promotion_line
 from flows.training import training_flow
-from tasks import ledger, spec
+from tasks import ledger_compose, ledger_store, spec
 from tasks.errors import PrivacyError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
@@ -80,8 +80,8 @@ def two_runs_then_a_refused_third(root: Path) -> None:
     data, config = write_data(root)
     first = run(root, data, config)
     second = run(root, data, config)
-    population = ledger.population_of(first["run_id"])
-    assert population and population == ledger.population_of(second["run_id"])
+    population = ledger_store.population_of(first["run_id"])
+    assert population and population == ledger_store.population_of(second["run_id"])
 
     row = budget_json(population)
     assert row["releases"] == 2 and [r["run_id"] for r in row["runs"]] == [
@@ -98,8 +98,8 @@ def two_runs_then_a_refused_third(root: Path) -> None:
     assert not raw & set(json.dumps(row).replace('"', " ").split()), "no raw id in the ledger"
 
     # A lifetime budget the two runs fit in and a third of the same config would cross.
-    entries = ledger.entries(population)
-    third = ledger.compose([*entries, entries[-1]])["epsilon"]
+    entries = ledger_store.entries(population)
+    third = ledger_compose.compose([*entries, entries[-1]])["epsilon"]
     lifetime = (row["epsilon"] + third) / 2
     with pytest.raises(PrivacyError, match=f"lifetime_budget={lifetime:g}.*{population}.*"
                                            "as run .* of the same config spent"):
@@ -110,7 +110,7 @@ def two_runs_then_a_refused_third(root: Path) -> None:
     assert "privacy.domain_releases" in refused.data.params, "it stopped after the plan"
     assert not any(k.startswith(("mst.", "privacy.epsilon")) for k in
                    [*refused.data.params, *refused.data.metrics]), "nothing was trained"
-    assert len(ledger.entries(population)) == 2, "nothing was spent"
+    assert len(ledger_store.entries(population)) == 2, "nothing was spent"
     # More rows and new customers make a new population, but its old members have spent the
     # same: the run is refused all the same.
     grown = root / "grown.csv"
@@ -136,7 +136,7 @@ def test_the_datasheet_shows_the_population_at_training_time(prefect_api, tmp_pa
     trained = run(tmp_path, data, config, "register.model_name=ledger-sheet")
     sheet = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=trained["run_id"], artifact_path="datasheet/datasheet.json")).read_text())
-    assert sheet["ledger"]["population"] == ledger.population_of(trained["run_id"])
+    assert sheet["ledger"]["population"] == ledger_store.population_of(trained["run_id"])
     assert sheet["ledger"]["releases"] == 1
     assert sheet["ledger"]["epsilon"] == pytest.approx(trained["train"]["epsilon"], rel=0.05)
 

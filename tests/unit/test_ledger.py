@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from models import accounting
-from tasks import ledger
+from tasks import ledger, ledger_compose, ledger_store
 from tasks.anonymize import AnonymizeConfig, Key, pseudonymize
 from tasks.contract import ColumnSpec, DataContract, Role
 from tasks.errors import ConfigError
@@ -59,7 +59,7 @@ def test_compaction_composes_exactly_as_the_events_it_replaces():
     sgd = [accounting.gaussian(1.0, 0.01, 100), accounting.gaussian(1.0, 0.01, 50)]
     for events in (marginal, sgd, [accounting.gaussian(2.0), accounting.gaussian(3.0, 1.0, 4)],
                    marginal + sgd):
-        short = ledger.compact(events)
+        short = ledger_compose.compact(events)
         assert len(short) < len(events)
         assert accounting.epsilon(short, DELTA) == pytest.approx(
             accounting.epsilon(events, DELTA), rel=1e-6)
@@ -80,7 +80,7 @@ def _mst_like(rho: float) -> list[dict]:
 def test_two_releases_compose_below_their_plain_sum_and_the_check_agrees():
     events = _mst_like(0.05)
     eps = accounting.epsilon(events, DELTA)
-    composed = ledger.compose([_entry(events, eps), _entry(events, eps)])
+    composed = ledger_compose.compose([_entry(events, eps), _entry(events, eps)])
     assert composed["releases"] == 2 and composed["delta"] == pytest.approx(2 * DELTA)
     assert composed["plain_sum"] == pytest.approx(2 * eps)
     assert composed["epsilon"] < composed["plain_sum"]
@@ -92,7 +92,7 @@ def test_dpsgd_and_marginal_releases_compose_by_one_accountant():
     sgd = [accounting.gaussian(1.1, 0.05, 200)]
     entries = [_entry(sgd, accounting.epsilon(sgd, DELTA)),
                _entry(_mst_like(0.05), accounting.epsilon(_mst_like(0.05), DELTA))]
-    composed = ledger.compose(entries)
+    composed = ledger_compose.compose(entries)
     union = accounting.epsilon([*sgd, *_mst_like(0.05)], 2 * DELTA)
     assert composed["epsilon"] == pytest.approx(union, rel=1e-6)
     assert composed["epsilon"] < composed["plain_sum"]
@@ -100,14 +100,14 @@ def test_dpsgd_and_marginal_releases_compose_by_one_accountant():
 
 def test_thresholding_delta_is_taken_off_before_the_accountant():
     events = [accounting.gaussian(2.0, 1.0, 3)]
-    plain = ledger.compose([_entry(events, 1.0)])["epsilon"]
-    thresholded = ledger.compose([_entry(events, 1.0, threshold=DELTA / 2)])["epsilon"]
+    plain = ledger_compose.compose([_entry(events, 1.0)])["epsilon"]
+    thresholded = ledger_compose.compose([_entry(events, 1.0, threshold=DELTA / 2)])["epsilon"]
     assert thresholded == pytest.approx(accounting.epsilon(events, DELTA / 2))
     assert thresholded > plain
 
 
 def test_a_non_private_release_leaves_no_bound():
-    composed = ledger.compose([_entry(_mst_like(0.05), 1.0), _entry([], math.inf,
+    composed = ledger_compose.compose([_entry(_mst_like(0.05), 1.0), _entry([], math.inf,
                                                                   private=False)])
     assert math.isinf(composed["epsilon"]) and math.isinf(composed["plain_sum"])
 
@@ -118,24 +118,24 @@ def test_the_forecast_repeats_a_run_of_the_same_config_else_bounds_it():
     prior = [_entry(events, eps)]
     run = {"config_hash": "c1", "records": 100, "private": True, "target_epsilon": eps,
            "delta": DELTA}
-    same = ledger.forecast(prior, run)
-    assert same["epsilon"] == pytest.approx(ledger.compose(prior * 2)["epsilon"])
+    same = ledger_compose.forecast(prior, run)
+    assert same["epsilon"] == pytest.approx(ledger_compose.compose(prior * 2)["epsilon"])
     assert "same config" in same["how"]
-    other = ledger.forecast(prior, run | {"config_hash": "c2"})
-    assert other["epsilon"] == pytest.approx(ledger.compose(prior)["epsilon"] + eps)
+    other = ledger_compose.forecast(prior, run | {"config_hash": "c2"})
+    assert other["epsilon"] == pytest.approx(ledger_compose.compose(prior)["epsilon"] + eps)
     assert other["epsilon"] > same["epsilon"] and "basic composition" in other["how"]
     # An entry whose training never finished says nothing about what a run spends.
-    assert "basic" in ledger.forecast([_entry(events, eps, complete=False)], run)["how"]
-    assert math.isinf(ledger.forecast(prior, run | {"private": False})["epsilon"])
+    assert "basic" in ledger_compose.forecast([_entry(events, eps, complete=False)], run)["how"]
+    assert math.isinf(ledger_compose.forecast(prior, run | {"private": False})["epsilon"])
 
 
 def test_a_run_that_would_cross_the_lifetime_budget_is_refused_in_one_line():
     prior = [_entry(_mst_like(0.05), 1.0)]
     ahead = {"epsilon": 2.5, "how": "as run x of the same config spent"}
-    line = ledger.refusal("pop-abc", 2.0, prior, 1.7, ahead)
+    line = ledger_compose.refusal("pop-abc", 2.0, prior, 1.7, ahead)
     assert "lifetime_budget=2" in line and "pop-abc" in line and "2.5" in line
     assert "\n" not in line and "no budget was spent" in line
-    assert ledger.refusal("pop-abc", 3.0, prior, 1.7, ahead) is None
+    assert ledger_compose.refusal("pop-abc", 3.0, prior, 1.7, ahead) is None
 
 
 def test_entries_are_written_once_per_run_and_read_back_by_population():
@@ -145,19 +145,19 @@ def test_entries_are_written_once_per_run_and_read_back_by_population():
             "source_digest": "ab" * 32, "key_id": "kid", "config_hash": "c1", "records": 100,
             "lifetime_budget": 4.0, "run_id": run_id, "family": "", "private": True,
             "threshold_delta": 0.0, "delta": DELTA}
-    first = ledger.record(base | {"releases": "domains", "complete": False,
+    first = ledger_store.record(base | {"releases": "domains", "complete": False,
                                   "events": events[:1], "epsilon": 0.5}, events[:1])
-    again = ledger.record(base | {"releases": "domains+train", "complete": True,
+    again = ledger_store.record(base | {"releases": "domains+train", "complete": True,
                                   "family": "mst", "events": events, "epsilon": 1.2}, events)
     assert first == again, "a run's entry is rewritten, never added twice"
-    [entry] = ledger.entries(population)
+    [entry] = ledger_store.entries(population)
     assert entry["complete"] and entry["family"] == "mst" and entry["events"] == events
     assert entry["epsilon"] == 1.2 and entry["lifetime_budget"] == 4.0
-    [row] = ledger.budget(population[:12])
+    [row] = ledger_store.budget(population[:12])
     assert row["population"] == population
     assert row["epsilon"] == pytest.approx(accounting.epsilon(events, DELTA))
     assert row["left"] == pytest.approx(4.0 - row["epsilon"])
-    assert population in {r["population"] for r in ledger.budget("ab" * 8)}
+    assert population in {r["population"] for r in ledger_store.budget("ab" * 8)}
 
 
 def test_the_most_exposed_person_decides_when_populations_overlap():
@@ -173,12 +173,12 @@ def test_the_most_exposed_person_decides_when_populations_overlap():
     def holds(entry, people):
         return np.array([p in members[entry["run_id"]] for p in people])
 
-    groups = ledger.exposures(["p1", "p2", "p3"], [old_a, old_b, elsewhere], holds)
+    groups = ledger_compose.exposures(["p1", "p2", "p3"], [old_a, old_b, elsewhere], holds)
     assert groups == [[old_a, old_b]], "p3, in none of them, is dominated by p1 and p2"
-    assert ledger.exposures(["p3", "p9"], [old_a, elsewhere], holds) == [[elsewhere]]
-    assert ledger.exposures(["p1"], [], holds) == [[]]
+    assert ledger_compose.exposures(["p3", "p9"], [old_a, elsewhere], holds) == [[elsewhere]]
+    assert ledger_compose.exposures(["p1"], [], holds) == [[]]
     # Disjoint exposures are kept apart: nobody was in both releases.
-    both = ledger.exposures(["p1", "p9"], [old_a, elsewhere], holds)
+    both = ledger_compose.exposures(["p1", "p9"], [old_a, elsewhere], holds)
     assert sorted(len(g) for g in both) == [1, 1]
 
 
