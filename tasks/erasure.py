@@ -106,6 +106,17 @@ def ingest_suppressor(contract: DataContract,
     return suppressor(spec, keys.held(cfg.key_file), recorded)
 
 
+def erased_rows(df: pd.DataFrame, contract: DataContract, cfg: AnonymizeConfig) -> np.ndarray:
+    """For a command on one file already read (``privgen anonymize``): which rows of ``df``
+    (ingest's strings) are of erased subjects; none without requests, or when ``df`` lacks
+    the subject column (nothing to recognize them by)."""
+    erased = ingest_suppressor(contract, cfg)
+    column = subject_column(contract, cfg) if erased is not None else None
+    if column not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return erased(pa.Table.from_pandas(df[[column]], preserve_index=False))
+
+
 # ---- lineage: training runs, versions, batches -----------------------------------------------
 
 @dataclass

@@ -413,13 +413,14 @@ def validate_parquet(canonical_path: Path, contract: DataContract, cfg: Validate
 
 
 def validate_file(path: Path, contract: DataContract, ingest_cfg: IngestConfig,
-                  cfg: ValidateConfig, out_dir: Path) -> ValidationOutcome:
+                  cfg: ValidateConfig, out_dir: Path, erased=None) -> ValidationOutcome:
     """`privgen validate INPUT`: ingest one file and validate it, writing into ``out_dir``
     canonical.parquet, validated.parquet, quarantine.parquet and the JSON and HTML reports.
+    ``erased``: the erasure suppressor ingest applies (``tasks.erasure.ingest_suppressor``).
 
     Raises InputError for an unreadable source and ValidationFailed for a batch failure, after
     the reports are written."""
-    ingested = ingest(ingest_cfg.model_copy(update={"path": Path(path)}), Path(out_dir))
+    ingested = ingest(ingest_cfg.model_copy(update={"path": Path(path)}), Path(out_dir), erased)
     outcome = validate_parquet(Path(ingested.canonical_path), contract, cfg, str(path),
                                Path(out_dir))
     check_batch(outcome.report, contract, cfg, str(path))

@@ -219,3 +219,39 @@ def test_promote_records_the_warning_and_a_policy_refuses(make_model):
     entry = promotion.promote(name, "1", RegisterConfig(), PromotionConfig(), client=client)
     assert "req9" in entry["warnings"][0]
     assert promotion.history(name, client=client)[0]["warnings"] == entry["warnings"]
+
+
+def test_the_single_file_commands_apply_the_suppression_list(tmp_path):
+    """`privgen validate INPUT` quarantines an erased subject's rows with reason `erased`, and
+    `privgen anonymize INPUT --out` drops them, as `privgen run` ingest does."""
+    import json
+
+    import yaml
+
+    from flows.cli import app
+    from tasks import erasure
+
+    subject = f"C-{secrets.randbelow(10**5):05d}"
+    columns = [{"name": "customer_id", "role": "id"}, {"name": "rating", "dtype": "integer"}]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"contract": {"columns": columns},
+                                      "anonymize": {"subject_column": "customer_id"}}))
+    src = tmp_path / "t.csv"
+    pd.DataFrame({"customer_id": [subject, "C-1", subject.lower(), "C-2"],
+                  "rating": [1, 2, 3, 4]}).to_csv(src, index=False)
+    erasure.erase(subject, ColumnSpec(name="customer_id", role=Role.ID), keys.held(None))
+
+    result = CliRunner().invoke(app, ["validate", str(src), "-c", str(config), "-o",
+                                      str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    quarantine = pd.read_parquet(tmp_path / "v" / "quarantine.parquet")
+    assert len(quarantine) == 2 and subject not in quarantine.to_csv()
+    assert json.loads((tmp_path / "v" / "validation_report.json").read_text())["reasons"] == {
+        ERASED: 2}
+    out = tmp_path / "a.csv"
+    result = CliRunner().invoke(app, ["anonymize", str(src), "--out", str(out), "-c",
+                                      str(config)])
+    assert result.exit_code == 0, result.output
+    assert "2 dropped as erased" in result.output
+    assert len(pd.read_csv(out)) == 2
+    assert json.loads(out.with_suffix(".anonymization.json").read_text())["rows_erased"] == 2
