@@ -173,6 +173,10 @@ def rotate(
               + "".join(f"\n  {b['file'] or b['run_id']}" for b in old["batches"]))
     out.print(f"erasure requests made under key {rotation.old} stay enforced while it is held; "
               f"destroy it with `privgen key destroy {rotation.old}`")
+    out.print(f"privacy ledger: run each scheduled training once before destroying key "
+              f"{rotation.old}: that run links its population to the same people's under the "
+              "old key (privgen budget keeps counting their releases); destroyed first, the "
+              "same dataset's earlier releases count as if every subject had been in them")
 
 
 @keys_app.command()
