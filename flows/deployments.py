@@ -14,6 +14,15 @@ from flows.training import training_flow
 from tasks.errors import ConfigError
 from tasks.generate import GenerateConfig
 
+TAG = "privgen"
+# A worker's flow runs live in their own process sessions: stopping a worker leaves them
+# running, and a lost machine takes worker and runs down together with nobody left to report.
+# Each run sends a heartbeat every HEARTBEAT_S (Prefect's minimum); the server marks a privgen
+# run CRASHED once none came for CRASHED_AFTER_S (four missed beats: a busy machine delays
+# one, not four), and `privgen run --resume` continues it.
+HEARTBEAT_S, CRASHED_AFTER_S = 30, 120
+SILENT_RUNS = "privgen: crash runs whose heartbeats stopped"
+
 
 @flow(name="privgen-scheduled-training")
 def scheduled_training(config: str | None = None, overrides: list[str] | None = None) -> dict:
@@ -42,23 +51,25 @@ def build(config: str | None, train_cron: str, generate_cron: str, model: str, n
 
         pool = {"work_pool_name": work_pool, "entrypoint_type": EntrypointType.MODULE_PATH,
                 "job_variables": {"working_dir": str((workdir or Path.cwd()).resolve()),
-                                  "env": dict(_OFFLINE)}}
+                                  "env": {**_OFFLINE, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY":
+                                          str(HEARTBEAT_S)}}}
     return [
         scheduled_training.to_deployment(
             name="training", cron=train_cron, parameters={"config": config, "overrides": []},
             description="Retrain, evaluate and register the model on the configured input.",
-            tags=["privgen"], **pool),
+            tags=[TAG], **pool),
         scheduled_generation.to_deployment(
             name="generation", cron=generate_cron,
             parameters={"model": model, "n": n, "out": out},
             description="Generate synthetic records from the current champion.",
-            tags=["privgen"], **pool),
+            tags=[TAG], **pool),
     ]
 
 
 def register(deployments: list, work_pool: str) -> list[str]:
-    """Creates the process work pool ``work_pool`` if it is missing and registers the
-    deployments to it on the Prefect server ``PREFECT_API_URL`` names; returns their ids.
+    """Creates the process work pool ``work_pool`` if it is missing, the automation that marks
+    a privgen run CRASHED when its heartbeats stop (``SILENT_RUNS``), and registers the
+    deployments to the pool on the Prefect server ``PREFECT_API_URL`` names; returns their ids.
 
     Raises ConfigError when no server is configured (the ephemeral API dies with this process,
     so no worker could see the deployments) or the pool exists with another worker type."""
@@ -83,4 +94,34 @@ def register(deployments: list, work_pool: str) -> list[str]:
                 raise ConfigError(f"--work-pool {work_pool}: that pool's workers are of type "
                                   f"{existing.type!r}; privgen registers to a 'process' pool, "
                                   "name another pool")
+        if not client.read_automations_by_name(SILENT_RUNS):
+            client.create_automation(_crash_silent_runs())
     return [str(d.apply()) for d in deployments]
+
+
+def _crash_silent_runs():
+    """Prefect's recipe for runs whose process died (a proactive trigger on missing
+    ``prefect.flow-run.heartbeat`` events), limited to runs tagged ``privgen``: other
+    teams' runs on a shared server may beat less often."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    ended = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
+    return AutomationCore(
+        name=SILENT_RUNS,
+        description=f"No heartbeat for {CRASHED_AFTER_S} s: the run's process is gone.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *ended},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "tag",
+                           "prefect.resource.id": f"prefect.tag.{TAG}"},
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=CRASHED_AFTER_S)),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"no heartbeat for {CRASHED_AFTER_S} s; continue it with "
+                    "`privgen run --resume RUN_ID` (the MLflow run id in its logs)")])

@@ -115,12 +115,16 @@ def start_deployment(api: str, name: str, parameters: dict) -> str:
     return run.json()["id"]
 
 
-def flow_run_state(api: str, run_id: str) -> dict:
+def flow_run(api: str, run_id: str) -> dict:
     import httpx
 
     res = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30)
     res.raise_for_status()
-    return res.json()["state"]
+    return res.json()
+
+
+def flow_run_state(api: str, run_id: str) -> dict:
+    return flow_run(api, run_id)["state"]
 
 
 def wait_final(api: str, run_id: str, timeout: float, log: Path | None = None) -> dict:
