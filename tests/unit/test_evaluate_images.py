@@ -1,0 +1,111 @@
+"""Image evaluation and audit (issue 14) on a stand-in generator that draws real digits or
+noise through the families' interface (models.base.Generator), so no family is trained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import images as img
+from models.base import FieldSpec, FitResult, Generator, Proposal, TableSpec
+from tasks.evaluate_images import (ImageEvaluateConfig, class_counts, detection_gate,
+                                   evaluate_images, frechet_distance)
+
+LABELS = tuple(str(d) for d in range(10))
+SPEC = TableSpec((FieldSpec("image", "image", shape=(8, 8, 1)),
+                  FieldSpec("label", "categorical", values=LABELS)))
+# Few CNN steps: these tests check the metrics' logic, not their precision.
+FAST = ImageEvaluateConfig(steps=150, batch_size=64, synthetic_images=300)
+
+
+def _digits() -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    arr = np.round(d.images * 255 / 16).astype(np.uint8)[..., None]
+    frame = img.to_frame(arr, d.target)
+    return frame.iloc[:600].reset_index(drop=True), frame.iloc[1400:].reset_index(drop=True)
+
+
+TRAIN, HOLDOUT = _digits()
+
+
+class StandIn(Generator):
+    """Draws images from ``pool`` (a frame of models.images) or uniform noise with random labels;
+    ``only`` restricts the labels it draws (mode collapse)."""
+
+    family = "stand_in"
+
+    def __init__(self, pool: pd.DataFrame | None = None, only: tuple[str, ...] | None = None):
+        super().__init__({})
+        self.spec, self.pool, self.only = SPEC, pool, only
+        self.fit_result = FitResult(epsilon=float("inf"), delta=0.0, accountant="none",
+                                    mechanism="none", private=False)
+
+    def _propose(self, n, seed, conditions):
+        rng = np.random.default_rng(seed)
+        if self.pool is not None:
+            pool = self.pool if self.only is None else \
+                self.pool[self.pool["label"].isin(self.only)]
+            rows = [dict(r) for r in pool.sample(n, replace=True, random_state=seed)
+                    .to_dict("records")]
+        else:
+            rows = [{"image": rng.integers(0, 256, (8, 8, 1), dtype=np.uint8),
+                     "label": str(rng.integers(10))} for _ in range(n)]
+        return Proposal(rows, [None] * n, [None] * n)
+
+
+@pytest.fixture(scope="module")
+def as_real() -> dict[str, float]:
+    return evaluate_images(StandIn(TRAIN), TRAIN, HOLDOUT, 300, seed=0, cfg=FAST)
+
+
+@pytest.fixture(scope="module")
+def noise() -> dict[str, float]:
+    return evaluate_images(StandIn(), TRAIN, HOLDOUT, 300, seed=0, cfg=FAST)
+
+
+def test_real_as_synthetic_tstr_close_to_trtr_and_undetectable(as_real):
+    assert as_real["eval.trtr_accuracy"] > 0.7  # 150 steps: a test, not the benchmark
+    assert abs(as_real["eval.tstr_accuracy"] - as_real["eval.trtr_accuracy"]) < 0.1
+    assert as_real["eval.detection_auc"] < 0.7
+    assert as_real["eval.synthetic_images"] == 300 and as_real["eval.usable_rate"] == 1.0
+
+
+def test_noise_is_detected_and_teaches_nothing(noise, as_real):
+    assert noise["eval.detection_auc"] > 0.97
+    assert noise["eval.tstr_accuracy"] < 0.25  # chance is 0.10
+    assert noise["eval.frechet_distance"] > 5 * as_real["eval.frechet_distance"]
+
+
+def test_class_counts_show_mode_collapse():
+    m = evaluate_images(StandIn(TRAIN, only=("3",)), TRAIN, HOLDOUT, 50, seed=1,
+                        cfg=FAST.model_copy(update={"steps": 5}))
+    assert m["eval.class_counts.3"] == 50
+    assert all(m[f"eval.class_counts.{d}"] == 0 for d in LABELS if d != "3")
+    assert class_counts(["1", "x"], ["0", "1"]) == {"0": 0, "1": 1, "x": 1}
+
+
+def test_detection_gate_refuses_above_threshold():
+    cfg = ImageEvaluateConfig(max_detection_auc=0.9)
+    assert detection_gate({"eval.detection_auc": 0.95}, cfg)["detection"].startswith(
+        "fail: a CNN tells the samples from real images with AUC 0.950 > "
+        "evaluate.max_detection_auc=0.9")
+    assert detection_gate({"eval.detection_auc": 0.85}, cfg) == {"detection": "pass"}
+    assert detection_gate({}, cfg)["detection"].startswith("fail: no detection AUC")
+    assert detection_gate({"eval.detection_auc": 1.0},
+                          ImageEvaluateConfig(max_detection_auc=None)) == {}
+
+
+def test_frechet_distance_zero_for_same_features_and_refuses_one_row():
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + 2.0) == pytest.approx(16.0, rel=1e-6)
+    with pytest.raises(ValueError, match="2\\+ images"):
+        frechet_distance(x[:1], x)
+
+
+def test_too_few_images_to_detect_is_refused():
+    with pytest.raises(ValueError, match="detection needs"):
+        evaluate_images(StandIn(TRAIN), TRAIN, HOLDOUT, 5, seed=0, cfg=FAST)
