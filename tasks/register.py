@@ -99,7 +99,8 @@ def log_model(run_id: str, model_dir: str, name: str) -> str:
     signature = infer_signature(example, wrapper.output_frame([]), SAMPLING_PARAMS)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=GeneratorModel(),
+            # Models from code, not a pickled instance: loading a version never unpickles.
+            name="model", python_model=str(Path(models.__file__).parent / "pyfunc_code.py"),
             artifacts={ARTIFACT: model_dir}, signature=signature, input_example=example,
             # The served model draws through tasks.draw (PII gate, release rules) as the
             # generation stage does, so it ships tasks/ beside models/.
