@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from models import accounting, dpsgd
 from models.base import Budget, FitResult, Generator, Plan, Proposal, TableSpec
+from models.lstm_lm import LSTMLM, record_loss
 from models.replay import ReplayIndex
 from models.vocab import RecordCodec, Vocabulary
 
@@ -64,47 +63,6 @@ class DPLSTMConfig(BaseModel):
     guidance_weight: float = Field(default=2.0, ge=0.0)
 
 
-class LSTMLM(nn.Module):
-    """Embedding → LSTM → linear head, with the record's structured tokens (its prompt) added to
-    the input of every text position: a conditional LM, so each word sees the values directly
-    rather than through a state that DP-SGD's few noisy steps barely train to keep them.
-    ``dp``: Opacus' DPLSTM, whose per-sample gradients Opacus computes (its state dict has
-    ``nn.LSTM``'s names, so the fast layer samples afterwards)."""
-
-    def __init__(self, vocab: int, cfg: DPLSTMConfig, dp: bool):
-        super().__init__()
-        from opacus.layers import DPLSTM
-
-        self.embedding = nn.Embedding(vocab, cfg.embed)
-        lstm = DPLSTM if dp else nn.LSTM
-        self.lstm = lstm(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True)
-        self.head = nn.Linear(cfg.hidden, vocab)
-
-    def forward(self, ids: torch.Tensor, fields: int | None = None, state=None,
-                prompt: torch.Tensor | None = None):
-        """ids [B, T] → logits [B, T, V] and the LSTM state after the last position. Whole
-        records (``fields``: structured tokens after BOS): positions from ``fields`` on get the
-        sum of those tokens' embeddings; one step at a time: ``prompt`` [B, E] is added."""
-        x = self.embedding(ids)                                             # [B, T, E]
-        if fields is not None:
-            prompt = x[:, 1 : 1 + fields].sum(1)                            # [B, E]
-            after = (torch.arange(ids.shape[1]) >= fields).to(x.dtype)      # [T]
-            x = x + after[None, :, None] * prompt[:, None]
-        elif prompt is not None:
-            x = x + prompt[:, None]
-        out, state = self.lstm(x, state)                                    # [B, T, H]
-        return self.head(out), state
-
-
-def record_loss(logits: torch.Tensor, ids: torch.Tensor, pad: int) -> torch.Tensor:
-    """Mean over the batch of each record's mean next-token NLL, so a record's gradient has
-    the same scale whatever its length (clipping then bounds each record alike)."""
-    target = ids[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="none",
-                          ignore_index=pad)                                  # [B, T-1]
-    return (nll.sum(1) / (target != pad).sum(1).clamp(min=1)).mean()
-
-
 class DPLSTM(Generator):
     family = "dplstm"
     config_class = DPLSTMConfig
@@ -142,85 +100,65 @@ class DPLSTM(Generator):
             out[i, : len(s)] = torch.tensor(s)
         return out
 
+    def _network(self, dp: bool) -> LSTMLM:
+        cfg = self.config
+        return LSTMLM(self.n_tokens, cfg.embed, cfg.hidden, cfg.layers, dp)
+
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, table: pd.DataFrame, spec: TableSpec, budget: Budget, *, seed: int,
             on_progress: Callable[[dict], None] = lambda m: None) -> FitResult:
         """DP-SGD over Poisson batches of rate q = batch_size / N for ``epochs`` · ⌈1/q⌉ steps,
         σ the least noise meeting ``budget`` composed with its prior; without noise or clipping
         when ``budget.enabled`` is false. ValueError if the prior alone reaches the target."""
-        from opacus import PrivacyEngine
-        from opacus.data_loader import DPDataLoader
-
         started, cfg = time.monotonic(), self.config
         self.spec = spec
         self._build_codes(spec)
         rows = table.to_dict("records")
         data = self._batch(rows)
-        n = len(data)
-        q, steps = dpsgd.sampling(n, cfg.batch_size, cfg.epochs)
         gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            net = LSTMLM(self.n_tokens, cfg, dp=budget.enabled)
-        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data),
-                                             batch_size=max(1, round(q * n)), generator=gen)
-        prior = list(budget.prior) if budget.enabled else []
-        events, guidance_params = self._fit_guidance(rows, budget, prior, seed)
-        sigma = 0.0
-        if budget.enabled:
-            sigma = accounting.noise_for(budget.epsilon, budget.delta, prior + events, q,
-                                         steps, budget.accountant)
-            events = [*events, accounting.gaussian(sigma, q, steps)]
-            module, optimizer, loader = PrivacyEngine(secure_mode=budget.secure_mode)\
-                .make_private(module=net, optimizer=optimizer, data_loader=loader,
-                              noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm,
-                              poisson_sampling=True,
-                              noise_generator=None if budget.secure_mode else gen)
-        else:
-            module, loader = net, DPDataLoader.from_data_loader(loader, generator=gen)
-        module.train()
-        n_fields = len(self.codec.fields)
+            net = self._network(dp=budget.enabled)
+        guidance_events, guidance_params = self._fit_guidance(rows, budget, seed)
+        run = dpsgd.privatize(net, torch.optim.Adam(net.parameters(), lr=cfg.lr), len(data),
+                              cfg.batch_size, cfg.epochs, budget, gen, prior=guidance_events)
+        run.module.train()
+        n_fields, per_epoch = len(self.codec.fields), run.steps // cfg.epochs
         step, loss_sum, loss_n, final_loss = 0, 0.0, 0, math.nan
-        while step < steps:
-            for (batch,) in loader:
-                if step >= steps:
+        while step < run.steps:
+            for (index,) in run.loader:
+                if step >= run.steps:
                     break
                 step += 1
-                optimizer.zero_grad(set_to_none=True)
-                if not len(batch):  # skipping a step only lowers the privacy cost
+                run.optimizer.zero_grad(set_to_none=True)
+                if not len(index):  # skipping a step only lowers the privacy cost
                     continue
-                width = int((batch != self.vocab.pad).sum(1).max())
-                batch = batch[:, :width]
-                loss = record_loss(module(batch, n_fields)[0], batch, self.vocab.pad)
+                batch = data[index]
+                batch = batch[:, : int((batch != self.vocab.pad).sum(1).max())]
+                loss = record_loss(run.module(batch, n_fields)[0], batch, self.vocab.pad)
                 loss.backward()
-                optimizer.step()
+                run.optimizer.step()
                 loss_sum, loss_n = loss_sum + loss.item() * len(batch), loss_n + len(batch)
-                if step % (steps // cfg.epochs) == 0:
-                    epoch = step // (steps // cfg.epochs)
-                    on_progress({"epoch": epoch, "loss": loss_sum / max(loss_n, 1)})
+                if step % per_epoch == 0:
+                    on_progress({"epoch": step // per_epoch, "loss": loss_sum / max(loss_n, 1)})
                     final_loss, loss_sum, loss_n = loss_sum / max(loss_n, 1), 0.0, 0
-        self.net = LSTMLM(self.n_tokens, cfg, dp=False)
-        for name in ("embedding", "lstm", "head"):  # DPLSTM renames its keys only as a root
-            getattr(self.net, name).load_state_dict(getattr(net, name).state_dict())
-        self.net.eval()
+        self.net = net.plain()
         self.replay = ReplayIndex.build((t for f in spec.text for t in table[f.name]),
                                         cfg.replay_n)
-        eps = accounting.epsilon(prior + events, budget.delta, budget.accountant) \
-            if budget.enabled else math.inf
+        events = [*guidance_events, *run.events()]
         self.fit_result = FitResult(
-            epsilon=eps, delta=budget.delta, accountant=budget.accountant,
-            mechanism=("Gaussian keyword histogram (zCDP) + " if events[:-1] else "")
+            epsilon=run.epsilon(budget), delta=budget.delta, accountant=budget.accountant,
+            mechanism=("Gaussian keyword histogram (zCDP) + " if guidance_events else "")
             + "DP-SGD (Opacus DPLSTM)" if budget.enabled else "none",
             private=budget.enabled,
             events=events, seconds=time.monotonic() - started, final_loss=final_loss,
-            epsilon_check=accounting.epsilon_check(prior + events, budget.delta)
+            epsilon_check=accounting.epsilon_check(run.prior + run.events(), budget.delta)
             if budget.enabled else None,
             params={"vocabulary": f"public (wordfreq top-{cfg.vocab_k} + released values)"
                     + ("; which words go with which structured value: paid for (Gaussian "
                        "keyword histogram)" if guidance_params.get("guidance_rho") else ""),
-                    "vocab_size": self.n_tokens, "sigma": sigma, "sample_rate": q,
-                    "steps": steps, "max_grad_norm": budget.max_grad_norm,
+                    "vocab_size": self.n_tokens, "sigma": run.sigma, "sample_rate": run.q,
+                    "steps": run.steps, "max_grad_norm": budget.max_grad_norm,
                     **guidance_params})
         return self.fit_result
 
@@ -238,11 +176,11 @@ class DPLSTM(Generator):
         return self.config.guidance_share * accounting.rho_for(budget.epsilon, budget.delta,
                                                                prior)
 
-    def _fit_guidance(self, rows: list[dict], budget: Budget, prior: list[dict],
+    def _fit_guidance(self, rows: list[dict], budget: Budget,
                       seed: int) -> tuple[list[dict], dict]:
         """The keyword-guidance table (``self.guidance`` [structured tokens, V], or None) and
-        its privacy events: ρ = share · the ρ a zCDP release could spend alone after ``prior``
-        (Gaussian mechanism, models.guidance); exact counts for a non-private model."""
+        its privacy events: ρ = share · the ρ a zCDP release could spend alone after the
+        budget's prior (Gaussian mechanism, models.guidance); exact counts if not private."""
         from models import guidance
 
         cfg, self.guidance = self.config, None
@@ -253,22 +191,15 @@ class DPLSTM(Generator):
         texts = [[w for f in self.spec.text
                   for w in self.vocab.encode(r.get(f.name) if isinstance(r.get(f.name), str)
                                              else "")[: cfg.max_words]] for r in rows]
-        eligible = self._eligible()
-        counts = guidance.word_counts(prefixes, texts, self.codec.size, eligible,
-                                      cfg.guidance_words)
-        events, sigma = [], 0.0
-        if budget.enabled:
-            rho = self._guidance_rho(budget, prior)
-            counts, sigma = guidance.release(counts, len(self.codec.fields), cfg.guidance_words,
-                                             rho, np.random.default_rng(seed))
-            events = [accounting.zcdp(rho)]
         fields = [range(self.codec.starts[i] - offset, self.codec.starts[i + 1] - offset)
                   for i in range(len(self.codec.fields))]
-        # Without noise a pseudo-count of ½ stands in for the noise scale.
-        self.guidance = torch.tensor(guidance.bias_table(counts, fields, max(sigma, 0.25),
-                                                         eligible), dtype=torch.float32)
-        return events, {"guidance_rho": events[0]["rho"] if events else None,
-                        "guidance_sigma": sigma, "guidance_words": cfg.guidance_words}
+        rho = self._guidance_rho(budget, list(budget.prior)) if budget.enabled else None
+        self.guidance, sigma = guidance.fit(prefixes, texts, fields, self._eligible(),
+                                            cfg.guidance_words, rho,
+                                            np.random.default_rng(seed))
+        return ([accounting.zcdp(rho)] if rho is not None else [],
+                {"guidance_rho": rho, "guidance_sigma": sigma,
+                 "guidance_words": cfg.guidance_words})
 
     def _eligible(self) -> np.ndarray:
         """[V] whether a vocabulary token is a word or placeholder (what guidance counts)."""
@@ -319,51 +250,22 @@ class DPLSTM(Generator):
         return float(math.exp(-(logp * text).sum() / text.sum()))
 
     # -- sampling ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def _sample(self, forced: list[list[int | None]], seed: int) -> list[tuple[list[int], bool]]:
         """Per row: structured tokens (``forced`` where not None, else sampled) then text tokens;
-        and whether every text field ended. One uniform per row and step from ``seed``."""
+        and whether every text field ended (``LSTMLM.generate``, one uniform per row and step
+        from ``seed``, the sampling settings' temperature, top-k and top-p)."""
         from models.sampling import draw
 
         s = self.sampling
         temperature, top_k = float(s.get("temperature", 1.0)), int(s.get("top_k") or 0)
         top_p = float(s.get("top_p") or 1.0)
-        gen = torch.Generator().manual_seed(seed)
-        n, n_fields, n_text = len(forced), len(self.codec.fields), len(self.spec.text)
-        token = torch.full((n,), self.vocab.bos, dtype=torch.long)
-        out = [[] for _ in range(n)]
-        ended = torch.zeros(n, dtype=torch.long)      # text fields finished per row
-        words = torch.zeros(n, dtype=torch.long)      # words so far in the current text field
-        state, prompt, coverage = None, torch.zeros(n, self.config.embed), None
-        prefixes = torch.zeros(n, n_fields, dtype=torch.long)
-        for pos in range(n_fields + n_text * (self.config.max_words + 1)):
-            if pos:  # the input is a structured token while pos <= n_fields
-                prompt = prompt + self.net.embedding(token) if pos <= n_fields else prompt
-            if pos == n_fields:
-                coverage = self._coverage(prefixes)
-            logits, state = self.net(token[:, None], state=state,
-                                     prompt=prompt if pos >= n_fields else None)
-            u = torch.rand(n, generator=gen, dtype=torch.float64)
-            mask = self.field_masks[pos] if pos < n_fields else self.text_mask
-            if coverage is not None:
-                mask = mask + coverage.bias
-            token = draw(logits[:, -1] + mask, u, temperature, top_k, top_p)
-            if pos < n_fields:
-                fixed = torch.tensor([f[pos] if f[pos] is not None else -1 for f in forced])
-                token = torch.where(fixed >= 0, fixed, token)
-                prefixes[:, pos] = token
-            else:  # training cut texts at max_words and ended them there: so does sampling
-                token = torch.where(words >= self.config.max_words, self.vocab.eos, token)
-                words = torch.where(token == self.vocab.eos, 0, words + 1)
-                if coverage is not None:
-                    coverage.step(token, self.vocab.eos)
-            live = ended < n_text
-            for i in live.nonzero().squeeze(1).tolist():
-                out[i].append(int(token[i]))
-            ended += (live & (token == self.vocab.eos)).long()
-            if pos >= n_fields and not bool((ended < n_text).any()):
-                break
-        return [(o, bool(e == n_text)) for o, e in zip(out, ended.tolist(), strict=True)]
+        fixed = torch.tensor([[-1 if t is None else t for t in f] for f in forced],
+                             dtype=torch.long).reshape(len(forced), len(self.codec.fields))
+        return self.net.generate(
+            fixed, self.field_masks, self.text_mask, self.vocab.bos, self.vocab.eos,
+            len(self.spec.text), self.config.max_words,
+            lambda logits, u: draw(logits, u, temperature, top_k, top_p), self._coverage,
+            torch.Generator().manual_seed(seed))
 
     def _rows(self, sampled, seed: int, keep: list[dict] | None = None) -> Proposal:
         rng = np.random.default_rng(seed)
@@ -427,7 +329,7 @@ class DPLSTM(Generator):
 
         self._build_codes(self.spec,
                           Vocabulary(json.loads((directory / VOCAB).read_text())["tokens"]))
-        self.net = LSTMLM(self.n_tokens, self.config, dp=False)
+        self.net = self._network(dp=False)
         self.net.load_state_dict(load_file(str(directory / WEIGHTS)))
         self.net.eval()
         guided = directory / GUIDANCE

@@ -72,6 +72,23 @@ def bias_table(noisy: np.ndarray, fields: Sequence[range], sigma: float, eligibl
     return out
 
 
+def fit(prefixes: np.ndarray, texts: Sequence[Sequence[int]], fields: Sequence[range],
+        eligible: np.ndarray, max_words: int, rho: float | None,
+        rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+    """The [S, V] float32 bias table of records with structured tokens ``prefixes`` [N, F]
+    (indices within the S structured tokens; ``fields``: each field's tokens) and word ids
+    ``texts``, and the noise σ it was released with: ``word_counts`` → ``release`` under
+    ρ-zCDP → ``bias_table``. ``rho`` None: exact counts (a non-private model), where a
+    noise scale of ¼ (a pseudo-count of ½) stands in. ValueError for ρ ≤ 0."""
+    n_values = fields[-1].stop
+    counts = word_counts(prefixes, texts, n_values, eligible, max_words)
+    sigma = 0.0
+    if rho is not None:
+        counts, sigma = release(counts, len(fields), max_words, rho, rng)
+    table = bias_table(counts, fields, max(sigma, 0.25), eligible)
+    return torch.tensor(table, dtype=torch.float32), sigma
+
+
 class Coverage:
     """The guidance bias of a batch of rows while their texts are written: a word's positive
     bias holds until the text has used it once (so a product's name is steered into the text,
