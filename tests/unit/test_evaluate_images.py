@@ -9,8 +9,13 @@ import pytest
 
 from models import images as img
 from models.base import FieldSpec, FitResult, Generator, Proposal, TableSpec
-from tasks.evaluate_images import (ImageEvaluateConfig, class_counts, detection_gate,
-                                   evaluate_images, frechet_distance)
+from tasks.evaluate_images import (
+    ImageEvaluateConfig,
+    class_counts,
+    detection_gate,
+    evaluate_images,
+    frechet_distance,
+)
 
 LABELS = tuple(str(d) for d in range(10))
 SPEC = TableSpec((FieldSpec("image", "image", shape=(8, 8, 1)),
@@ -109,3 +114,21 @@ def test_frechet_distance_zero_for_same_features_and_refuses_one_row():
 def test_too_few_images_to_detect_is_refused():
     with pytest.raises(ValueError, match="detection needs"):
         evaluate_images(StandIn(TRAIN), TRAIN, HOLDOUT, 5, seed=0, cfg=FAST)
+
+
+def test_black_box_audit_runs_beside_a_copying_control():
+    from tasks.audit import AuditConfig
+    from tasks.audit_images import audit_images, audit_metrics
+
+    members = TRAIN.iloc[:60].reset_index(drop=True)
+    # The "control" draws its own training images (a copier), the candidate other digits.
+    result = audit_images(StandIn(HOLDOUT.iloc[100:]), StandIn(members), members,
+                          HOLDOUT.iloc[:60], n=200, seed=0, audit=AuditConfig(mia_records=60))
+    cand, ctrl = result["candidate"], result["control"]
+    assert "mia_attack" not in cand and "white_box" not in cand  # no score of its own
+    assert ctrl["dcr_attack"]["auc"] > 0.95 and cand["dcr_attack"]["auc"] < 0.75
+    assert ctrl["verdict"]["dcr"].startswith("fail: distance-to-closest-record attack AUC")
+    assert cand["verdict"]["dcr"] == "pass"
+    assert result["power"]["dcr"]["higher"] and result["power"]["has_power"]
+    metrics = audit_metrics(result)
+    assert metrics["audit.power.has_power"] == 1.0 and "audit.control.dcr.auc" in metrics
