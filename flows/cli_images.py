@@ -30,6 +30,12 @@ def run_images(config: Path | None, overrides: list[str], preflight: bool, run_w
     from flows.images_config import load_image_config
 
     cfg = load_image_config(config, overrides)
+    from tasks.errors import InputError
+    from tasks.images import DIGITS_SOURCE
+
+    if cfg.ingest.path != DIGITS_SOURCE and not Path(cfg.ingest.path).exists():
+        raise InputError(f"{cfg.ingest.path}: not found; set ingest.path to a folder of "
+                         "PNG/JPEG files or an .npz file (or sklearn:digits, the demo)")
     started = time.monotonic()
     result = run_with_progress("image training flow", images_flow, cfg, preflight)
     rows = result["rows"]
