@@ -58,6 +58,9 @@ def random_table(spec: TableSpec, n: int, seed: int, words: int) -> pd.DataFrame
         elif f.kind == "numeric":
             columns[f.name] = rng.integers(int(f.low), int(f.high) + 1, n) if f.integer \
                 else rng.uniform(f.low, f.high, n)
+        elif f.kind == "image":  # uniform noise of the declared shape (issue 14)
+            columns[f.name] = pd.Series(list(rng.integers(0, 256, (n, *f.shape), np.uint8)),
+                                        dtype=object)
         else:
             columns[f.name] = [" ".join(rng.choice(_WORDS, words)) for _ in range(n)]
     return pd.DataFrame(columns)
