@@ -42,13 +42,14 @@ def _by_basic_composition(entry: dict) -> bool:
     return bool(entry.get("reserved")) and not entry["events"]
 
 
-def compose(entries: list[dict]) -> dict:
+def compose(entries: list[dict], check: bool = True) -> dict:
     """The composed ε of ``entries`` (ledger entries of one population) by one accountant over
     the union of their events (``models.accounting.epsilon``: PRV when all are Gaussian, else
     Rényi DP), the second accountant's figure for the same events, and the plain sum of the
     entries' own ε, all at δ = the sum of their δ (what adding them up would claim; each entry's
     thresholding δ, outside any accountant, is taken off first). A reservation with no known
-    events adds its planned ε (basic composition). A non-private entry makes every figure ∞."""
+    events adds its planned ε (basic composition). A non-private entry makes every figure ∞.
+    ``check`` False: no second accountant (``epsilon_check`` None; it takes seconds)."""
     delta = sum(e["delta"] for e in entries)
     summary = {"releases": len(entries), "delta": delta,
                "reserved": sum(bool(e.get("reserved")) for e in entries),
@@ -63,7 +64,8 @@ def compose(entries: list[dict]) -> dict:
     gaussian_only = all(ev["kind"] == "gaussian" for ev in events)
     return summary | {
         "epsilon": (accounting.epsilon(events, left, "prv") if exact else 0.0) + added,
-        "epsilon_check": (accounting.epsilon_check(events, left) if exact else 0.0) + added,
+        "epsilon_check": None if not check else (
+            accounting.epsilon_check(events, left) if exact else 0.0) + added,
         "accountant": ("PRV (Opacus)" if gaussian_only else "Rényi DP (Opacus)")
         + "; check: dp-accounting " + ("PLD" if gaussian_only else "RDP")
         + ("; plus reservations at their planned ε" if added else "")}
@@ -88,10 +90,10 @@ def forecast(prior: list[dict], run: dict, known: list[dict] | None = None) -> d
         return {"epsilon": math.inf, "how": "the run is not private"}
     same = same_config(run, prior if known is None else known)
     if same:
-        composed = compose([*prior, same])
+        composed = compose([*prior, same], check=False)
         return {"epsilon": composed["epsilon"], "delta": composed["delta"],
                 "how": f"as run {same['run_id']} of the same config spent"}
-    before = compose(prior)
+    before = compose(prior, check=False)
     return {"epsilon": before["epsilon"] + run["target_epsilon"],
             "delta": before["delta"] + run["delta"],
             "how": "prior releases composed plus this run's target ε (basic composition)"}

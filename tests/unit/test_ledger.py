@@ -12,6 +12,7 @@ from tasks import ledger, ledger_compose, ledger_store
 from tasks.anonymize import AnonymizeConfig, Key, pseudonymize
 from tasks.contract import ColumnSpec, DataContract, Role
 from tasks.errors import ConfigError
+from tasks.ledger_people import population_key
 
 KEY = Key(b"k" * 32, "kid")
 DELTA = 1e-5
@@ -23,21 +24,21 @@ def _people(ids: list[str], key: Key = KEY) -> pd.DataFrame:
 
 
 def test_the_same_people_share_a_population_whatever_their_rows():
-    one = ledger.population_key(_people(["C-1", "C-2", "C-2", "C-3"]), "customer_id", KEY, "d1")
-    again = ledger.population_key(_people(["C-3", "C-1", "C-2"]), "customer_id", KEY, "d2")
-    other = ledger.population_key(_people(["C-1", "C-2", "C-4"]), "customer_id", KEY, "d1")
+    one = population_key(_people(["C-1", "C-2", "C-2", "C-3"]), "customer_id", KEY, "d1")
+    again = population_key(_people(["C-3", "C-1", "C-2"]), "customer_id", KEY, "d2")
+    other = population_key(_people(["C-1", "C-2", "C-4"]), "customer_id", KEY, "d1")
     assert one == again != other and one.startswith("pop-")
     # Under another key the same people are another population (their pseudonyms change).
     rotated = Key(b"r" * 32, "rid")
-    assert ledger.population_key(_people(["C-1", "C-2", "C-3"], rotated), "customer_id",
+    assert population_key(_people(["C-1", "C-2", "C-3"], rotated), "customer_id",
                                  rotated, "d1") != one
 
 
 def test_without_a_person_id_the_dataset_is_the_population():
     frame = pd.DataFrame({"rating": [1, 2]})
-    assert ledger.population_key(frame, None, KEY, "abc") == \
-        ledger.population_key(frame.head(1), None, KEY, "abc") != \
-        ledger.population_key(frame, None, KEY, "abd")
+    assert population_key(frame, None, KEY, "abc") == \
+        population_key(frame.head(1), None, KEY, "abc") != \
+        population_key(frame, None, KEY, "abd")
 
 
 def test_the_subject_column_is_anonymize_s_and_none_without_a_person_id():
