@@ -96,7 +96,8 @@ def labels_for(lay: Layout, n: int, gen: torch.Generator,
     unknown = set(conditions) - {label_name}
     if unknown:
         raise ValueError(f"an image family conditions only on its label column "
-                         f"({label_name!r}); cannot condition on {sorted(unknown)}")
+                         f"({label_name or 'this model has none'}); cannot condition on "
+                         f"{sorted(unknown)}")
     if not lay.classes:
         return torch.zeros(n, dtype=torch.long)
     if label_name in conditions:

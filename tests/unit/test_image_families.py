@@ -117,6 +117,9 @@ def test_no_batchnorm_where_opacus_wraps_and_every_shape_comes_out_whole(shape):
     out = im.Upsampler(lay, 3, 4, "batch")(torch.randn(2, 3), torch.tensor([0, 2]))
     assert out.shape == (2, c, h, w)
     assert Discriminator(lay, 4)(out, torch.tensor([0, 2])).shape == (2,)
+    logits, mu, _ = Autoencoder(lay, VAE)(torch.rand(2, c, h, w), torch.tensor([0, 2]),
+                                          torch.zeros(2, VAE.latent_dim))
+    assert logits.shape == (2, c, h, w) and mu.shape == (2, VAE.latent_dim)
 
 
 def test_private_fit_reports_epsilon_within_the_target_and_grids():
@@ -146,6 +149,18 @@ def test_saved_model_draws_the_same_uint8_images_with_the_labels_asked(family, t
     scores = loaded.log_prob(images(6)) if family == "convvae" \
         else loaded.discriminator_score(images(6))
     assert scores.shape == (6,) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("family", ["dcgan", "convvae"])
+def test_without_a_label_column_the_families_draw_images_alone(family):
+    spec = TableSpec(SPEC.fields[:1])
+    cfg = (GAN if family == "dcgan" else VAE).model_copy(update={"epochs": 1})
+    m = base.create(family, cfg.model_dump())
+    m.fit(images()[["image"]], spec, Budget(enabled=False), seed=0)
+    out = m.sample(3, seed=0)
+    assert list(out.columns) == ["image"] and out["image"][0].shape == (8, 8, 1)
+    with pytest.raises(ValueError, match="conditions only on its label"):
+        m.sample(1, seed=0, conditions={"label": "1"})
 
 
 def test_an_undeclared_label_is_refused_naming_the_row():
