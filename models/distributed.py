@@ -53,9 +53,11 @@ def indices(items: list[tuple[torch.Tensor]]) -> tuple[torch.Tensor]:
     return (torch.tensor([int(i) for (i,) in items], dtype=torch.long),)
 
 
-def reseed_for_rank(generator: torch.Generator, rank: int) -> None:
-    """Give rank r > 0 a stream of its own, derived from ``generator``'s seed, in place (its
-    shard's sampling and the family's per-record randomness after this point); rank 0 keeps the
-    one-process stream, and the noise, drawn on rank 0 only, with it."""
+def reseed_for_rank(generator: torch.Generator, rank: int, salt: int = 0) -> None:
+    """Give rank r > 0 a stream of its own, derived from ``generator``'s seed and ``salt`` (a
+    resumed run's epoch, so no stream is replayed), in place: its shard's sampling and the
+    family's per-record randomness from here on. Rank 0 keeps the one-process stream, and the
+    noise, drawn on rank 0 only, with it."""
     if rank > 0:
-        generator.manual_seed(hash((generator.initial_seed(), rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        generator.manual_seed(hash((generator.initial_seed(), rank, salt))
+                              & 0x7FFF_FFFF_FFFF_FFFF)

@@ -12,7 +12,6 @@ cluster"); ``python -m tasks.distributed JOB`` reads the job folder ``launch`` w
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,12 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import base
 from tasks.errors import ConfigError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from models.tokenizer import Tokenizer
+    from tasks.train_config import TrainConfig
 
-# Families whose whole fit is DP-SGD through ``models.dpsgd.privatize`` and nothing else that
-# would drift apart between ranks. dpctgan's plain generator step is not synchronized across
-# ranks yet; dplstm and the causal LM wrap Opacus themselves (issue 16: still to do).
-FAMILIES = ("tvae",)
+# Families whose whole fit is DP-SGD through ``models.dpsgd.privatize`` (tvae) or
+# ``tasks.dpsgd.train`` (the causal LM) and nothing else that would drift apart between
+# ranks. dpctgan's plain generator step is not synchronized across ranks yet; dplstm wraps
+# Opacus itself in models/dplstm.py (issue 16: still to do).
+FAMILIES = ("tvae", "causal_lm")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -119,6 +121,23 @@ def run(world_size: int, target: list[str], log_path: Path, timeout: float | Non
                            f"{errors[-1] if errors else 'see ' + str(log_path)}")
 
 
+def _launch(job: Path, spec: dict, cfg: DistributedConfig,
+            on_event: Callable[[str, dict], None]) -> None:
+    """Write ``spec`` as ``job``'s job.json, run the workers, and hand rank 0's events
+    ((name, figures), appended to ``events.jsonl``) to ``on_event`` as they come."""
+    (job / "job.json").write_text(json.dumps({**spec, "backend": backend(cfg)}))
+    events, seen = job / "events.jsonl", [0]
+
+    def relay() -> None:
+        if events.is_file():  # whole lines only: the last may be half written
+            lines = events.read_text().split("\n")[:-1]
+            for line in lines[seen[0]:]:
+                on_event(*json.loads(line))
+            seen[0] = len(lines)
+
+    run(cfg.world_size, ["-m", "tasks.distributed", str(job)], job / "workers.log", poll=relay)
+
+
 def fit(family: str, section: dict, table: pd.DataFrame, spec: base.TableSpec,
         budget: base.Budget, seed: int, model_dir: Path, cfg: DistributedConfig,
         on_progress: Callable[[dict], None] = lambda m: None) -> base.Generator:
@@ -128,50 +147,92 @@ def fit(family: str, section: dict, table: pd.DataFrame, spec: base.TableSpec,
     the table) lives beside ``model_dir`` only while the workers run."""
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".distributed-", dir=model_dir.parent) as tmp:
-        job = Path(tmp)
-        table.to_parquet(job / "table.parquet")
-        (job / "job.json").write_text(json.dumps({
-            "family": family, "section": dict(section), "spec": spec.to_dict(),
-            "budget": asdict(budget), "seed": seed, "model_dir": str(model_dir),
-            "backend": backend(cfg)}))
-        progress, seen = job / "progress.jsonl", [0]
-
-        def relay() -> None:
-            if progress.is_file():  # whole lines only: the last may be half written
-                lines = progress.read_text().split("\n")[:-1]
-                for line in lines[seen[0]:]:
-                    on_progress(json.loads(line))
-                seen[0] = len(lines)
-
-        run(cfg.world_size, ["-m", "tasks.distributed", str(job)], job / "workers.log",
-            poll=relay)
+        table.to_parquet(Path(tmp) / "table.parquet")
+        _launch(Path(tmp), {"kind": "family", "family": family, "section": dict(section),
+                            "spec": spec.to_dict(), "budget": asdict(budget), "seed": seed,
+                            "model_dir": str(model_dir)},
+                cfg, lambda _, m: on_progress(m))
     return base.load(model_dir)
 
 
+def train_lm(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, seed: int,
+             on_epoch_end: Callable[[dict], None] = lambda m: None, *,
+             on_end: Callable[[dict], None] = lambda m: None, checkpoint: Path,
+             resume_from: Path | None = None,
+             on_resume: Callable[[dict], None] = lambda m: None):
+    """``tasks.dpsgd.train`` in ``cfg.distributed.world_size`` processes, same arguments and
+    result (the model, built here from rank 0's weights, and its ``TrainResult``); the
+    callbacks receive rank 0's figures as they come. The job folder lives beside
+    ``checkpoint`` while the workers run."""
+    import torch
+
+    from tasks.dpsgd import TrainResult, build_model
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    callbacks = {"epoch": on_epoch_end, "end": on_end, "resume": on_resume}
+    with tempfile.TemporaryDirectory(prefix=".distributed-", dir=checkpoint.parent) as tmp:
+        job = Path(tmp)
+        (job / "sequences.json").write_text(json.dumps(sequences))
+        _launch(job, {"kind": "causal_lm", "config": cfg.model_dump(mode="json"), "seed": seed,
+                      "checkpoint": str(checkpoint),
+                      "resume_from": None if resume_from is None else str(resume_from)},
+                cfg.distributed, lambda name, m: callbacks[name](m))
+        model = build_model(cfg.model, tokenizer)
+        model.load_state_dict(torch.load(job / "model.pt", weights_only=True))
+        result = TrainResult(**json.loads((job / "result.json").read_text()))
+    return model, result
+
+
 def worker(job: Path) -> None:
-    """One rank's part of ``fit``'s job (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+    """One rank's part of a job of ``fit`` or ``train_lm`` (torchrun sets RANK, WORLD_SIZE,
+    MASTER_ADDR and MASTER_PORT); rank 0 writes the events and the outputs."""
     import torch.distributed as dist
 
     spec = json.loads((job / "job.json").read_text())
     dist.init_process_group(spec["backend"])
     try:
         rank = dist.get_rank()
-        budget = base.Budget(**{**spec["budget"], "prior": tuple(spec["budget"]["prior"])})
-        gen = base.create(spec["family"], spec["section"])
 
-        def on_progress(m: dict) -> None:
-            if rank == 0:  # appended line by line: the launcher relays them as they come
-                with (job / "progress.jsonl").open("a") as f:
-                    f.write(json.dumps(m) + "\n")
+        def emit(name: str) -> Callable[[dict], None]:
+            def on_event(m: dict) -> None:
+                if rank == 0:  # a line at a time: the launcher relays them as they come
+                    with (job / "events.jsonl").open("a") as f:
+                        f.write(json.dumps([name, m]) + "\n")
+            return on_event
 
-        table = pd.read_parquet(job / "table.parquet")
-        gen.fit(table, base.TableSpec.from_dict(spec["spec"]), budget, seed=spec["seed"],
-                on_progress=on_progress)
-        if rank == 0:
-            gen.save(spec["model_dir"])
+        if spec["kind"] == "family":
+            _fit_family(job, spec, rank, emit("progress"))
+        else:
+            _train_lm(job, spec, rank, emit)
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _fit_family(job: Path, spec: dict, rank: int, on_progress: Callable[[dict], None]) -> None:
+    budget = base.Budget(**{**spec["budget"], "prior": tuple(spec["budget"]["prior"])})
+    gen = base.create(spec["family"], spec["section"])
+    gen.fit(pd.read_parquet(job / "table.parquet"), base.TableSpec.from_dict(spec["spec"]),
+            budget, seed=spec["seed"], on_progress=on_progress)
+    if rank == 0:
+        gen.save(spec["model_dir"])
+
+
+def _train_lm(job: Path, spec: dict, rank: int, emit) -> None:
+    import torch
+
+    from tasks.dpsgd import load_tokenizer, train
+    from tasks.train_config import TrainConfig
+
+    cfg = TrainConfig.model_validate(spec["config"])
+    model, result = train(
+        json.loads((job / "sequences.json").read_text()), cfg, load_tokenizer(cfg.model),
+        spec["seed"], emit("epoch"), on_end=emit("end"), checkpoint=Path(spec["checkpoint"]),
+        resume_from=spec["resume_from"] and Path(spec["resume_from"]),
+        on_resume=emit("resume"))
+    if rank == 0:
+        torch.save(model.state_dict(), job / "model.pt")
+        (job / "result.json").write_text(json.dumps(asdict(result)))
 
 
 if __name__ == "__main__":

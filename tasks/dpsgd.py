@@ -143,18 +143,19 @@ class _PerSampleLoss:
 
 
 def _privatize(model, optimizer, loader, cfg: TrainConfig, delta: float,
-               noise_multiplier: float | None = None):
+               noise_multiplier: float | None = None, poisson: bool = True):
     """The one place DP is switched on: Opacus wraps model, optimizer and Poisson loader.
 
     Returns (model, optimizer, criterion, loader, engine); ``criterion`` turns per-sample losses
     into what ``.backward()`` is called on. σ comes from the ε target unless ``noise_multiplier``
-    is given (the correctness test sets it to 0).
+    is given (the correctness test sets it to 0). ``poisson`` false: ``loader`` already samples
+    by Poisson (``models.distributed.PoissonShards`` across processes).
     """
     dp_layers.install()
     p = cfg.privacy
     engine = PrivacyEngine(accountant=p.accountant, secure_mode=p.secure_mode)
     common = dict(module=model, optimizer=optimizer, data_loader=loader,
-                  max_grad_norm=p.max_grad_norm, poisson_sampling=p.poisson_sampling,
+                  max_grad_norm=p.max_grad_norm, poisson_sampling=p.poisson_sampling and poisson,
                   grad_sample_mode=p.grad_sample_mode, criterion=_PerSampleLoss())
     if noise_multiplier is None:
         wrapped = engine.make_private_with_epsilon(
@@ -239,21 +240,39 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
     ``on_end`` receives the ε spent so far even when training fails midway. ``on_resume``
     receives the checkpointed epoch's metrics, which a kill may have kept from being logged.
     ``max_steps``: stop after that many logical steps (preflight's dry run).
+
+    In a process group of W > 1 (``tasks.distributed`` launches one): Opacus' DP-DDP, each
+    rank Poisson-samples its shard at the one-process rate, rank 0 alone writes checkpoints. A
+    checkpoint resumes at any world size: the fingerprint leaves the world size out.
     """
+    from models import distributed
+
+    rank, world = distributed.world()
+    if world > 1 and not cfg.privacy.enabled:
+        raise ValueError("the non-private baseline trains in one process")
     torch.manual_seed(seed)
     n = len(sequences)
     delta = resolve_delta(cfg.privacy, n)
     device = torch.device("cuda" if cfg.device == "cuda" or (
         cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-    model = build_model(cfg.model, tokenizer).to(device)
+    model = raw = build_model(cfg.model, tokenizer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     loader = DataLoader(SequenceDataset(sequences), batch_size=cfg.batch_size,
                         collate_fn=lambda b: pad_batch(b, tokenizer.pad_id),
                         generator=torch.Generator().manual_seed(seed))
+    if world > 1:
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+        distributed.reseed_for_rank(loader.generator, rank)
+        batches = math.ceil(n / cfg.batch_size)
+        model = DPDDP(model)  # broadcasts rank 0's weights
+        loader = DataLoader(loader.dataset, collate_fn=loader.collate_fn,
+                            batch_sampler=distributed.PoissonShards(
+                                n, 1 / batches, batches, rank, world, loader.generator))
     engine = None
     if cfg.privacy.enabled:
         model, optimizer, criterion, loader, engine = _privatize(model, optimizer, loader, cfg,
-                                                                 delta)
+                                                                 delta, poisson=world == 1)
     else:
         # Same Poisson sampling as the private run, so the baseline differs only in DP; the
         # loss is scaled like Opacus scales the clipped sum: by the expected batch size.
@@ -265,7 +284,8 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
     sample_rate = 1.0 / len(loader)
     sampler_rng = loader.batch_sampler.generator
     gate = _StepGate(optimizer, private=engine is not None)
-    fingerprint = {"config": cfg.model_dump(mode="json"), "records": n, "seed": seed}
+    fingerprint = {"config": cfg.model_dump(mode="json", exclude={"distributed"}),
+                   "records": n, "seed": seed}
     first_epoch, last_loss, spent = 1, math.nan, 0.0
     if resume_from is not None:
         # Tensors and plain values only, read on the CPU (RNG states must stay there); the
@@ -275,11 +295,13 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
         if state["fingerprint"] != fingerprint:
             raise PrivacyError(f"{resume_from}: checkpoint was written for another config, data "
                                "size or seed; resume with the run's own settings")
-        causal_lm.unwrap(model).load_state_dict(state["model"])
+        raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if engine is not None:
             engine.accountant.load_state_dict(state["accountant"])
         _restore_rng(state["rng"], sampler_rng)
+        # Ranks > 0 continue on streams of their own, never a replay of the sampling before.
+        distributed.reseed_for_rank(sampler_rng, rank, salt=state["epoch"])
         first_epoch, gate.steps = state["epoch"] + 1, state["steps"]
         last_loss, spent = state["loss"], state["seconds"]
 
@@ -315,11 +337,11 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
                     if max_steps is not None and gate.steps >= max_steps and not gate.skip:
                         break
             last_loss = total / count if count else math.nan
-            if checkpoint is not None:
+            if checkpoint is not None and rank == 0:
                 _save_checkpoint(checkpoint, {
                     "fingerprint": fingerprint, "epoch": epoch, "steps": gate.steps,
                     "loss": last_loss, "seconds": time.monotonic() - started,
-                    "model": causal_lm.unwrap(model).state_dict(),
+                    "model": raw.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "accountant": engine.accountant.state_dict() if engine else None,
                     "rng": _rng_state(sampler_rng)})
@@ -338,4 +360,4 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
         accountant=cfg.privacy.accountant if engine else "none", private=engine is not None,
         final_loss=last_loss, seconds=time.monotonic() - started,
     )
-    return causal_lm.unwrap(model), result
+    return raw, result

@@ -33,7 +33,6 @@ def train_causal_lm(stage: Stage, train_df: pd.DataFrame, released: DataContract
     """Train on ``train_df`` (canaries already planted) and save to ``out / "model"``.
     Returns the train stage's result keys that depend on the model (``tasks.train``)."""
     logger, prefix = stage.logger, stage.prefix
-    distributed.check("causal_lm", cfg.distributed, cfg.privacy.enabled)
     checkpoint = out / "checkpoint.pt"
     # A generalized integer quasi-identifier is released as bands ("30-39"): the codec and
     # the grammar follow the released type, not the raw one (issue 12).
@@ -73,8 +72,13 @@ def train_causal_lm(stage: Stage, train_df: pd.DataFrame, released: DataContract
             on_epoch_end(m)
 
     resume_from = checkpoint if resume and checkpoint.is_file() else None
-    model, result = train(sequences, sgd_cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
-                          checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
+    # Across processes the same loop runs in torchrun's workers (tasks.distributed).
+    runner = distributed.train_lm if distributed.check(
+        "causal_lm", cfg.distributed, cfg.privacy.enabled) else train
+    stage.log_params({"train.world_size": cfg.distributed.world_size
+                      if runner is not train else 1})
+    model, result = runner(sequences, sgd_cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
+                           checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
     epsilon_sgd = result.epsilon
     if total is not None:
         result.epsilon = total(result.steps)

@@ -93,3 +93,35 @@ def test_epsilon_equal_across_world_sizes(two_processes):
     assert two_processes["sigma"] == pytest.approx(one["sigma"], rel=1e-9)
     assert two_processes["epsilon"] == pytest.approx(one["epsilon"], rel=1e-9)
     assert one["epsilon"] <= distributed_step.BUDGET.epsilon
+
+
+@pytest.mark.slow
+def test_a_causal_lm_killed_in_two_processes_resumes_in_one_with_the_same_epsilon(tmp_path):
+    from models import causal_lm
+    from models.tokenizer import ByteTokenizer
+    from tasks.train import PrivacyConfig, train
+
+    tok = ByteTokenizer()
+    seqs = [tok.encode(f"record {i} | {'ab' * (i % 7)}", 32) for i in range(256)]
+    cfg = TrainConfig(model=causal_lm.LMConfig(n_layer=1, n_head=2, n_embd=16, block_size=32),
+                      epochs=4, batch_size=32, physical_batch_size=16,
+                      privacy=PrivacyConfig(target_epsilon=4.0, accountant="rdp"),
+                      distributed={"world_size": 2})
+    ckpt, seen = tmp_path / "checkpoint.pt", []
+
+    def killed(m):  # the parent dies at the first epoch it hears of, taking the workers along
+        seen.append(m["epoch"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distributed.train_lm(seqs, cfg, tok, 3, killed, checkpoint=ckpt)
+    done = torch.load(ckpt, weights_only=True)["epoch"]
+    assert seen == [1] and 1 <= done < cfg.epochs, "killed before the run ended"
+    one = cfg.model_copy(update={"distributed": distributed.DistributedConfig()})
+    logged = []
+    _, resumed = train(seqs, one, tok, seed=3, resume_from=ckpt,
+                       on_epoch_end=lambda m: logged.append(m["epoch"]))
+    _, whole = train(seqs, one, tok, seed=3)
+    assert logged == list(range(done + 1, cfg.epochs + 1))
+    assert resumed.steps == whole.steps and resumed.noise_multiplier == whole.noise_multiplier
+    assert abs(resumed.epsilon - whole.epsilon) < 1e-9
