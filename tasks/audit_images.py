@@ -161,30 +161,39 @@ def audit_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 @task(name="audit-images", cache_policy=NO_CACHE)
 def audit_images_task(model_dir: str, control_dir: str | None, train_path: str,
-                      holdout_path: str, audit: AuditConfig, seed: int, out_dir: str,
-                      n: int = 1000, run_id: str | None = None) -> dict[str, Any]:
-    """Audit the model in ``model_dir`` beside the control in ``control_dir`` on the
-    canonical NPZs of the training and held-out images; ``audit_images.json`` in
-    ``out_dir`` (scores left out: per-image numbers, no pixels), metrics to ``run_id``.
-    Returns the result without the per-image scores."""
+                      holdout_path: str, seed: int, run_id: str | None = None,
+                      audit: AuditConfig | None = None, n: int = 1000,
+                      out_dir: str | None = None) -> dict[str, Any]:
+    """Audit the model in ``model_dir`` beside the control in ``control_dir`` (None: no
+    control) on the canonical NPZs of the training and held-out images; metrics to MLflow run
+    ``run_id``, ``audit_images.json`` in ``out_dir`` (each when given).
+
+    Returns the candidate's audit as ``evaluate`` returns a table's (``verdict``, ``*_attack``,
+    the DP-bound checks; per-image scores left out), with ``control`` (``{"audit": ...}``,
+    the control's, as the datasheet reads a control's evaluation; None without one) and
+    ``power`` (``audit_power``; None without a control)."""
     from pathlib import Path
 
     from models.base import load
-    from tasks.evaluate_images import read_images
+    from tasks.images import load_canonical
     from tasks.storage import write_json
 
     result = audit_images(load(model_dir), load(control_dir) if control_dir else None,
-                          read_images(train_path), read_images(holdout_path), n=n, seed=seed,
+                          load_canonical(train_path), load_canonical(holdout_path), n=n, seed=seed,
                           audit=audit)
-    brief = {k: ({kk: vv for kk, vv in v.items() if not kk.endswith("_scores")}
-                 if isinstance(v, dict) and k in ("candidate", "control") else v)
-             for k, v in result.items()}
-    write_json(brief, Path(out_dir) / "audit_images.json")
+
+    def brief(audited: dict) -> dict:
+        return {k: v for k, v in audited.items() if not k.endswith("_scores")}
+
+    out = {**brief(result["candidate"]), "members": result["members"],
+           "control": {"audit": brief(result["control"])} if result["control"] else None,
+           "power": result["power"]}
+    if out_dir is not None:
+        write_json(out, Path(out_dir) / "audit_images.json")
     if run_id is not None:
         tracking.log_metrics(run_id, audit_metrics(result))
     log = get_run_logger()
-    log.info("image audit verdict: %s", result["candidate"]["verdict"])
-    if result["power"] is not None:
-        (log.info if result["power"]["has_power"] else log.warning)(
-            "%s", result["power"]["summary"])
-    return brief
+    log.info("image audit verdict: %s", out["verdict"])
+    if out["power"] is not None:
+        (log.info if out["power"]["has_power"] else log.warning)("%s", out["power"]["summary"])
+    return out

@@ -209,29 +209,47 @@ def evaluate_images(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: 
     64 penultimate features of that real-trained CNN: a Fréchet distance in the FID's
     manner, NOT the FID, which needs ImageNet Inception weights not available offline; its
     scale is this CNN's own), ``eval.class_counts.<label>`` per declared label;
-    ``eval.seconds``. Without a label column those four are absent (the classifier needs
-    labels). ValueError on no held-out image or a draw with fewer than ``MIN_DETECTION``."""
+    ``eval.seconds``. A metric the data cannot support is absent; ``evaluation_report``
+    says why."""
+    return evaluation_report(model, train_df, holdout_df, n, seed, cfg)["metrics"]
+
+
+def evaluation_report(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: int,
+                      seed: int, cfg: ImageEvaluateConfig | None = None) -> dict[str, Any]:
+    """``{"metrics": evaluate_images's, "not_computed": {metric: why}}``: a metric that
+    cannot be computed (no label column, too few images) is reported as such, never a crash
+    after training spent the budget (issue 12)."""
     cfg = cfg or ImageEvaluateConfig()
     with one_thread():
         return _evaluate(model, train_df, holdout_df, n, seed, cfg)
 
 
 def _evaluate(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: int, seed: int,
-              cfg: ImageEvaluateConfig) -> dict[str, float]:
+              cfg: ImageEvaluateConfig) -> dict[str, Any]:
     start = time.perf_counter()
     drawn = model.draw(n, seed)
     synth = model.frame(drawn.records)
     real_test = img.to_array(holdout_df)
-    if not len(real_test):
-        raise ValueError("no held-out image to evaluate against")
     fake = img.to_array(synth) if len(synth) else np.zeros((0, *real_test.shape[1:]), np.uint8)
     out = {"eval.synthetic_images": float(len(fake)),
            "eval.usable_rate": len(fake) / drawn.generated if drawn.generated else math.nan}
+    missing: dict[str, str] = {}
+
+    def measure(key: str, compute) -> None:
+        try:
+            out[key] = compute()
+        except ValueError as exc:  # too few images: the message gives the counts
+            missing[key] = str(exc)
+
     train = dict(steps=cfg.steps, batch_size=cfg.batch_size)
-    out["eval.detection_auc"] = detection_auc(real_test, fake, **train, seed=seed)
+    measure("eval.detection_auc", lambda: detection_auc(real_test, fake, **train, seed=seed))
     label = _label_field(model)
     if label is None:
-        log.info("no label column: TSTR, TRTR, Fréchet distance and class counts not computed")
+        missing |= dict.fromkeys(("eval.tstr_accuracy", "eval.trtr_accuracy",
+                                  "eval.frechet_distance"), "no label column to classify")
+    elif not len(real_test):
+        missing |= dict.fromkeys(("eval.tstr_accuracy", "eval.trtr_accuracy",
+                                  "eval.frechet_distance"), "no held-out image")
     else:
         name, declared = label
         classes = list(declared) if declared else sorted(set(train_df[name].astype(str)))
@@ -246,36 +264,30 @@ def _evaluate(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: int, s
         out["eval.trtr_accuracy"] = accuracy(real_net, real_test, y_test)
         y_fake = codes(synth)
         keep = y_fake >= 0  # a label outside the declared set never trains the classifier
-        synth_net = train_cnn(fake[keep], y_fake[keep], len(classes), **train, seed=seed)
-        out["eval.tstr_accuracy"] = accuracy(synth_net, real_test, y_test)
-        out["eval.frechet_distance"] = frechet_distance(
-            _outputs(real_net, real_test, features=True), _outputs(real_net, fake, features=True))
+        measure("eval.tstr_accuracy", lambda: accuracy(train_cnn(
+            fake[keep], y_fake[keep], len(classes), **train, seed=seed), real_test, y_test))
+        measure("eval.frechet_distance", lambda: frechet_distance(
+            _outputs(real_net, real_test, features=True), _outputs(real_net, fake, features=True)))
         out |= {f"eval.class_counts.{k}": float(v)
                 for k, v in class_counts(synth[name].astype(str), declared).items()}
     out["eval.seconds"] = time.perf_counter() - start
-    return out
+    return {"metrics": out, "not_computed": missing}
 
 
-def detection_gate(metrics: dict[str, float], cfg: ImageEvaluateConfig) -> dict[str, str]:
+def detection_gate(metrics: dict[str, float], cfg: ImageEvaluateConfig,
+                   not_computed: dict[str, str] | None = None) -> dict[str, str]:
     """``{"detection": "pass" | "fail: why"}``; no entry when the gate is off
-    (``max_detection_auc`` None); a detection AUC that was not computed fails."""
+    (``max_detection_auc`` None); a detection AUC that was not computed fails, saying why."""
     if cfg.max_detection_auc is None:
         return {}
     auc = metrics.get("eval.detection_auc")
     if auc is None or not math.isfinite(auc):
-        return {"detection": "fail: no detection AUC was computed"}
+        why = (not_computed or {}).get("eval.detection_auc", "no detection AUC was computed")
+        return {"detection": f"fail: not computed ({why})"}
     if auc > cfg.max_detection_auc:
         return {"detection": f"fail: a CNN tells the samples from real images with AUC "
                              f"{auc:.3f} > evaluate.max_detection_auc={cfg.max_detection_auc:g}"}
     return {"detection": "pass"}
-
-
-def read_images(path: str | Path) -> pd.DataFrame:
-    """The frame (``image``, ``label`` if stored) of a canonical image NPZ (contract: keys
-    ``images`` [N, H, W, C] uint8, ``ids``, optional ``labels``)."""
-    with np.load(path, allow_pickle=False) as data:
-        labels = data["labels"] if "labels" in data.files else None
-        return img.to_frame(data["images"], labels)
 
 
 @task(name="evaluate-images", cache_policy=NO_CACHE)
@@ -284,20 +296,28 @@ def evaluate_images_task(model_dir: str, train_path: str, holdout_path: str,
                          run_id: str | None = None, prefix: str = "") -> dict[str, Any]:
     """Evaluate the model saved in ``model_dir`` against the canonical NPZs of its training
     and held-out images; ``evaluation_images.json`` in ``out_dir``; metrics (``prefix``
-    before each key) to MLflow run ``run_id`` when given. Returns ``{"metrics", "gates"}``."""
+    before each key) to MLflow run ``run_id`` when given. Returns ``{"metrics",
+    "not_computed", "gates"}``."""
     from models.base import load
+    from tasks.images import load_canonical
 
     model = load(model_dir)
-    metrics = evaluate_images(model, read_images(train_path), read_images(holdout_path),
-                              cfg.synthetic_images, seed, cfg)
-    result = {"metrics": metrics, "gates": detection_gate(metrics, cfg)}
+    result = evaluation_report(model, load_canonical(train_path), load_canonical(holdout_path),
+                               cfg.synthetic_images, seed, cfg)
+    metrics = result["metrics"]
+    result["gates"] = detection_gate(metrics, cfg, result["not_computed"])
     write_json(result, Path(out_dir) / f"{prefix.replace('.', '_')}evaluation_images.json")
     if run_id is not None:
         tracking.log_metrics(run_id, {prefix + k: v for k, v in metrics.items()
                                       if math.isfinite(v)})
     get_run_logger().info(
-        "%simages: TSTR %s (TRTR %s), detection AUC %.3f, detection gate %s", prefix,
-        *(f"{metrics[k]:.3f}" if k in metrics else "n/a"
-          for k in ("eval.tstr_accuracy", "eval.trtr_accuracy")),
-        metrics["eval.detection_auc"], result["gates"].get("detection", "off"))
+        "%simages: TSTR %s (TRTR %s), detection AUC %s, detection gate %s", prefix,
+        *(f"{metrics[k]:.3f}" if k in metrics else "not computed"
+          for k in ("eval.tstr_accuracy", "eval.trtr_accuracy", "eval.detection_auc")),
+        result["gates"].get("detection", "off"))
     return result
+
+
+# flows/images.py finds the audit beside the evaluation (getattr(evaluate_images,
+# "audit_images_task")); it lives in tasks.audit_images.
+from tasks.audit_images import audit_images_task  # noqa: E402, F401

@@ -14,6 +14,7 @@ from tasks.evaluate_images import (
     class_counts,
     detection_gate,
     evaluate_images,
+    evaluation_report,
     frechet_distance,
 )
 
@@ -98,7 +99,8 @@ def test_detection_gate_refuses_above_threshold():
         "fail: a CNN tells the samples from real images with AUC 0.950 > "
         "evaluate.max_detection_auc=0.9")
     assert detection_gate({"eval.detection_auc": 0.85}, cfg) == {"detection": "pass"}
-    assert detection_gate({}, cfg)["detection"].startswith("fail: no detection AUC")
+    assert detection_gate({}, cfg)["detection"] == \
+        "fail: not computed (no detection AUC was computed)"
     assert detection_gate({"eval.detection_auc": 1.0},
                           ImageEvaluateConfig(max_detection_auc=None)) == {}
 
@@ -111,9 +113,14 @@ def test_frechet_distance_zero_for_same_features_and_refuses_one_row():
         frechet_distance(x[:1], x)
 
 
-def test_too_few_images_to_detect_is_refused():
-    with pytest.raises(ValueError, match="detection needs"):
-        evaluate_images(StandIn(TRAIN), TRAIN, HOLDOUT, 5, seed=0, cfg=FAST)
+def test_too_few_images_to_detect_is_reported_and_fails_the_gate():
+    cfg = FAST.model_copy(update={"steps": 5})
+    report = evaluation_report(StandIn(TRAIN), TRAIN, HOLDOUT, 5, seed=0, cfg=cfg)
+    assert "eval.detection_auc" not in report["metrics"]
+    assert report["not_computed"]["eval.detection_auc"].startswith("detection needs 10+")
+    assert detection_gate(report["metrics"], cfg, report["not_computed"])["detection"] \
+        .startswith("fail: not computed (detection needs 10+ images a side, got 397 real "
+                    "and 5 synthetic)")
 
 
 def test_black_box_audit_runs_beside_a_copying_control():
