@@ -47,16 +47,14 @@ class DistributedConfig(BaseModel):
     # 1: train in the train stage's own process. W > 1: W worker processes on this machine
     # (torchrun on loopback), each sampling its shard of the records; ε is the same as at 1.
     world_size: int = Field(default=1, ge=1)
-    # "auto": NCCL when torch sees a GPU, gloo on the CPU (the only CPU backend PyTorch ships).
+    # "auto": NCCL when the model trains on GPUs (the causal LM with train.device auto or cuda
+    # and a GPU in sight; one GPU per rank), else gloo (PyTorch's CPU backend; tvae is CPU-only).
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
-def backend(cfg: DistributedConfig) -> str:
-    if cfg.backend != "auto":
-        return cfg.backend
-    import torch
-
-    return "nccl" if torch.cuda.is_available() else "gloo"
+def backend(cfg: DistributedConfig, cuda: bool = False) -> str:
+    """The process group's backend for a model that trains on GPUs (``cuda``) or not."""
+    return cfg.backend if cfg.backend != "auto" else "nccl" if cuda else "gloo"
 
 
 def check(family: str, cfg: DistributedConfig, private: bool) -> bool:
@@ -122,10 +120,10 @@ def run(world_size: int, target: list[str], log_path: Path, timeout: float | Non
 
 
 def _launch(job: Path, spec: dict, cfg: DistributedConfig,
-            on_event: Callable[[str, dict], None]) -> None:
+            on_event: Callable[[str, dict], None], cuda: bool = False) -> None:
     """Write ``spec`` as ``job``'s job.json, run the workers, and hand rank 0's events
     ((name, figures), appended to ``events.jsonl``) to ``on_event`` as they come."""
-    (job / "job.json").write_text(json.dumps({**spec, "backend": backend(cfg)}))
+    (job / "job.json").write_text(json.dumps({**spec, "backend": backend(cfg, cuda)}))
     events, seen = job / "events.jsonl", [0]
 
     def relay() -> None:
@@ -176,7 +174,8 @@ def train_lm(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer,
         _launch(job, {"kind": "causal_lm", "config": cfg.model_dump(mode="json"), "seed": seed,
                       "checkpoint": str(checkpoint),
                       "resume_from": None if resume_from is None else str(resume_from)},
-                cfg.distributed, lambda name, m: callbacks[name](m))
+                cfg.distributed, lambda name, m: callbacks[name](m),
+                cuda=cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()))
         model = build_model(cfg.model, tokenizer)
         model.load_state_dict(torch.load(job / "model.pt", weights_only=True))
         result = TrainResult(**json.loads((job / "result.json").read_text()))
@@ -189,6 +188,10 @@ def worker(job: Path) -> None:
     import torch.distributed as dist
 
     spec = json.loads((job / "job.json").read_text())
+    if spec["backend"] == "nccl":  # one GPU per rank: "cuda" below means this rank's
+        import torch
+
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(spec["backend"])
     try:
         rank = dist.get_rank()

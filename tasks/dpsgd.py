@@ -11,15 +11,12 @@ Opacus' mnist example).
 from __future__ import annotations
 
 import math
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import torch
 from opacus import PrivacyEngine
@@ -31,7 +28,7 @@ from models import causal_lm, dp_layers
 from models import tokenizer as tokenizers
 from models.records import RecordCodec
 from models.tokenizer import Tokenizer
-from tasks import composition
+from tasks import checkpoints, composition
 from tasks.contract import DataContract, DType, Role
 from tasks.errors import ConfigError, PrivacyError
 
@@ -203,31 +200,6 @@ def _zero_gradients(optimizer, mode: str) -> None:
             p.grad_sample = p.new_zeros((0, *p.shape))
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Temp file + rename: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state(sampler_generator: torch.Generator | None) -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python": random.getstate(),
-            "sampler": sampler_generator.get_state() if sampler_generator else None}
-
-
-def _restore_rng(state: dict, sampler_generator: torch.Generator | None) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
-    if sampler_generator is not None and state["sampler"] is not None:
-        sampler_generator.set_state(state["sampler"])
-
-
 def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, seed: int,
           on_epoch_end: Callable[[dict], None] = lambda m: None, *,
           on_end: Callable[[dict], None] = lambda m: None, checkpoint: Path | None = None,
@@ -299,7 +271,7 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
         optimizer.load_state_dict(state["optimizer"])
         if engine is not None:
             engine.accountant.load_state_dict(state["accountant"])
-        _restore_rng(state["rng"], sampler_rng)
+        checkpoints.restore_rng(state["rng"], sampler_rng)
         # Ranks > 0 continue on streams of their own, never a replay of the sampling before.
         distributed.reseed_for_rank(sampler_rng, rank, salt=state["epoch"])
         first_epoch, gate.steps = state["epoch"] + 1, state["steps"]
@@ -338,13 +310,13 @@ def train(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer, se
                         break
             last_loss = total / count if count else math.nan
             if checkpoint is not None and rank == 0:
-                _save_checkpoint(checkpoint, {
+                checkpoints.save(checkpoint, {
                     "fingerprint": fingerprint, "epoch": epoch, "steps": gate.steps,
                     "loss": last_loss, "seconds": time.monotonic() - started,
                     "model": raw.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "accountant": engine.accountant.state_dict() if engine else None,
-                    "rng": _rng_state(sampler_rng)})
+                    "rng": checkpoints.rng_state(sampler_rng)})
             # After the checkpoint: a kill in between loses this epoch's metrics rather than
             # logging them twice on resume.
             on_epoch_end({"epoch": epoch, "loss": last_loss, "epsilon": epsilon(),

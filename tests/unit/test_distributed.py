@@ -59,11 +59,14 @@ def test_config_refuses_what_cannot_train_distributed():
         TrainConfig.model_validate({"distributed": {"world_size": 0}})
     with pytest.raises(ValueError, match="family dplstm trains in one process only"):
         TrainConfig.model_validate({"family": "dplstm", "distributed": {"world_size": 2}})
-    with pytest.raises(ConfigError, match=r"train\.distributed\.world_size=2: family causal_lm"):
-        distributed.check("causal_lm", distributed.DistributedConfig(world_size=2), True)
+    two = distributed.DistributedConfig(world_size=2)
+    with pytest.raises(ConfigError, match=r"train\.distributed\.world_size=2: family dpctgan"):
+        distributed.check("dpctgan", two, True)  # auto's choice, checked when made
     # The non-private control trains in one process; so does everything at world size 1.
-    assert not distributed.check("causal_lm", distributed.DistributedConfig(world_size=2), False)
-    assert distributed.check("tvae", distributed.DistributedConfig(world_size=2), True)
+    assert not distributed.check("dpctgan", two, False)
+    assert not distributed.check("tvae", distributed.DistributedConfig(), True)
+    assert distributed.check("tvae", two, True) and distributed.check("causal_lm", two, True)
+    assert distributed.backend(two) == "gloo" and distributed.backend(two, cuda=True) == "nccl"
 
 
 @pytest.fixture(scope="module")
