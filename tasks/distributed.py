@@ -1,12 +1,13 @@
-"""Training across processes: the train stage's ``distributed`` section, and the launcher that
-runs a family's fit as ``world_size`` worker processes under torchrun (PyTorch's elastic
+"""Training across processes: the launcher that runs a family's fit (``fit``) or the causal
+LM's loop (``train_lm``) as ``world_size`` worker processes under torchrun (PyTorch's elastic
 launcher, ``python -m torch.distributed.run``) on this machine's loopback; rank 0 writes the
-model folder, which the train stage then reads back as if the fit had run in its own process.
+model, which the train stage reads back as if it had trained in its own process. The config
+section is ``tasks.distributed_config``.
 
-What runs in the workers is ``models.dpsgd.privatize`` inside a process group: Opacus' DP-DDP,
-per-rank Poisson sampling at the global rate, noise once (see ``models.distributed``). On a
-cluster, run the worker entry point yourself with torchrun on every node (README, "Running on a
-cluster"); ``python -m tasks.distributed JOB`` reads the job folder ``launch`` writes.
+What runs in the workers is ``models.dpsgd.privatize`` or ``tasks.dpsgd.train`` inside a process
+group: Opacus' DP-DDP, per-rank Poisson sampling at the global rate, noise once (see
+``models.distributed``). ``python -m tasks.distributed JOB`` is the worker entry point: it
+reads the job folder ``fit``/``train_lm`` write (README, "Running on a cluster").
 """
 
 from __future__ import annotations
@@ -21,59 +22,28 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from models import base
-from tasks.errors import ConfigError
+from tasks.distributed_config import (  # noqa: F401  (the stage's API, also from here)
+    FAMILIES,
+    DistributedConfig,
+    backend,
+    check,
+)
 
 if TYPE_CHECKING:
     from models.tokenizer import Tokenizer
     from tasks.train_config import TrainConfig
 
-# Families whose whole fit is DP-SGD through ``models.dpsgd.privatize`` (tvae) or
-# ``tasks.dpsgd.train`` (the causal LM) and nothing else that would drift apart between
-# ranks. dpctgan's plain generator step is not synchronized across ranks yet; dplstm wraps
-# Opacus itself in models/dplstm.py (issue 16: still to do).
-FAMILIES = ("tvae", "causal_lm")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class DistributedConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # 1: train in the train stage's own process. W > 1: W worker processes on this machine
-    # (torchrun on loopback), each sampling its shard of the records; ε is the same as at 1.
-    world_size: int = Field(default=1, ge=1)
-    # "auto": NCCL when the model trains on GPUs (the causal LM with train.device auto or cuda
-    # and a GPU in sight; one GPU per rank), else gloo (PyTorch's CPU backend; tvae is CPU-only).
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
-
-
-def backend(cfg: DistributedConfig, cuda: bool = False) -> str:
-    """The process group's backend for a model that trains on GPUs (``cuda``) or not."""
-    return cfg.backend if cfg.backend != "auto" else "nccl" if cuda else "gloo"
-
-
-def check(family: str, cfg: DistributedConfig, private: bool) -> bool:
-    """Whether ``family``'s fit runs across processes. A non-private fit (the audit's control)
-    trains in one process: nothing to gain in accounting, and its empty batches are skipped
-    per rank, which a collective step cannot. ConfigError for a private fit of a family that
-    cannot train distributed."""
-    if cfg.world_size == 1 or not private:
-        return False
-    if family not in FAMILIES:
-        raise ConfigError(f"train.distributed.world_size={cfg.world_size}: family {family} "
-                          f"trains in one process only (distributed: {', '.join(FAMILIES)}); "
-                          "set train.distributed.world_size=1 or another train.family")
-    return True
-
-
 def free_port() -> int:
-    """A port free on the loopback now (the OS picks it; a race with another process that
-    binds it first is possible and fails the launch, which is then retried by the caller)."""
+    """A port free on the loopback now, picked by the OS (another process could still take it
+    before torchrun binds it: the launch then fails, naming the rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import base, causal_lm
 from tasks import spec
-from tasks.distributed import FAMILIES as DISTRIBUTED
-from tasks.distributed import DistributedConfig
+from tasks.distributed_config import FAMILIES as DISTRIBUTED
+from tasks.distributed_config import DistributedConfig
 
 
 class PrivacyConfig(BaseModel):
