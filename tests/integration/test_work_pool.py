@@ -131,7 +131,8 @@ def test_a_run_killed_with_its_worker_is_crashed_and_resumes(pool, demo_csv):
     overrides = [f"workdir={runs}", f"ingest.path={subset}", "experiment=work-pool-crash",
                  "train.family=causal_lm", "register.model_name=work-pool-crash",
                  "train.epochs=4", "train.batch_size=32", "train.model.n_embd=32",
-                 "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=2"]
+                 "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=2",
+                 "evaluate.synthetic_records=50", "audit.enabled=false"]
     with _worker(pool, "worker-2") as worker:
         flow_id = start_deployment(api, TRAINING, {"config": None, "overrides": overrides})
         deadline = time.monotonic() + 300
