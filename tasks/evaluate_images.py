@@ -42,11 +42,13 @@ class ImageEvaluateConfig(BaseModel):
     # about 1 CPU s a network.
     steps: int = Field(default=400, ge=1)
     batch_size: int = Field(default=128, ge=2)
-    # Release gate: the detector's held-out AUC must not exceed this (None: no gate). 1.0 is
-    # a detector that never errs; see benchmarks/images.py and README for what DP digits
-    # reach. The default refuses only models the detector separates (almost) perfectly:
-    # small DP generators are blurry, so a stricter default would refuse every DP model.
-    max_detection_auc: float | None = Field(default=0.99, gt=0.5, le=1.0)
+    # Release gate: the detector's held-out AUC must not exceed this (None: no gate). The
+    # default 1.0 refuses no model: on the digits every model benchmarks/images.py measured
+    # (dcgan and convvae, 30 epochs, ε 1, 8 and non-private alike) is detected at AUC ≥ 0.999
+    # — a CNN tells this size of CPU-trained generator's samples from real digits almost
+    # always, so any lower default would refuse every model, DP or not, and a gate nothing
+    # can pass says nothing. Set it (e.g. 0.9) for models whose samples should pass as real.
+    max_detection_auc: float | None = Field(default=1.0, gt=0.5, le=1.0)
 
 
 def _torch():
