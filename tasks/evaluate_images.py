@@ -210,9 +210,11 @@ def evaluate_images(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: 
     the ceiling), ``eval.frechet_distance`` (between held-out and drawn images, on the
     64 penultimate features of that real-trained CNN: a Fréchet distance in the FID's
     manner, NOT the FID, which needs ImageNet Inception weights not available offline; its
-    scale is this CNN's own), ``eval.class_counts.<label>`` per declared label;
-    ``eval.seconds``. A metric the data cannot support is absent; ``evaluation_report``
-    says why."""
+    scale is this CNN's own), ``eval.class_counts.<label>`` (drawn labels per declared
+    label), ``eval.predicted_counts.<label>`` (drawn images per label the real-trained CNN
+    sees in them: mode collapse shows as zeros even when labels are drawn as asked) and
+    ``eval.label_agreement`` (share whose seen label is their drawn one); ``eval.seconds``.
+    A metric the data cannot support is absent; ``evaluation_report`` says why."""
     return evaluation_report(model, train_df, holdout_df, n, seed, cfg)["metrics"]
 
 
@@ -272,6 +274,13 @@ def _evaluate(model, train_df: pd.DataFrame, holdout_df: pd.DataFrame, n: int, s
             _outputs(real_net, real_test, features=True), _outputs(real_net, fake, features=True)))
         out |= {f"eval.class_counts.{k}": float(v)
                 for k, v in class_counts(synth[name].astype(str), declared).items()}
+        if len(fake):
+            # What the images show, by the real-trained CNN: a conditional family draws its
+            # labels as asked, so only the content reveals a collapse onto few digits.
+            seen = _outputs(real_net, fake).argmax(1)
+            out["eval.label_agreement"] = float((seen == y_fake).mean())
+            out |= {f"eval.predicted_counts.{k}": float(v) for k, v in class_counts(
+                [classes[i] for i in seen], classes).items()}
     out["eval.seconds"] = time.perf_counter() - start
     return {"metrics": out, "not_computed": missing}
 

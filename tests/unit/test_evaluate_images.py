@@ -77,11 +77,14 @@ def test_real_as_synthetic_tstr_close_to_trtr_and_undetectable(as_real):
     assert abs(as_real["eval.tstr_accuracy"] - as_real["eval.trtr_accuracy"]) < 0.1
     assert as_real["eval.detection_auc"] < 0.7
     assert as_real["eval.synthetic_images"] == 300 and as_real["eval.usable_rate"] == 1.0
+    assert as_real["eval.label_agreement"] > 0.7
+    assert min(as_real[f"eval.predicted_counts.{d}"] for d in LABELS) > 0
 
 
 def test_noise_is_detected_and_teaches_nothing(noise, as_real):
     assert noise["eval.detection_auc"] > 0.97
     assert noise["eval.tstr_accuracy"] < 0.25  # chance is 0.10
+    assert noise["eval.label_agreement"] < 0.25
     assert noise["eval.frechet_distance"] > 5 * as_real["eval.frechet_distance"]
 
 
@@ -90,6 +93,7 @@ def test_class_counts_show_mode_collapse():
                         cfg=FAST.model_copy(update={"steps": 5}))
     assert m["eval.class_counts.3"] == 50
     assert all(m[f"eval.class_counts.{d}"] == 0 for d in LABELS if d != "3")
+    assert sum(m[f"eval.predicted_counts.{d}"] for d in LABELS) == 50
     assert class_counts(["1", "x"], ["0", "1"]) == {"0": 0, "1": 1, "x": 1}
 
 
