@@ -1,7 +1,8 @@
-"""A DP training run in two processes through the flow (issue 16): `--set
-train.distributed.world_size=2` trains tvae under torchrun (gloo on loopback), registers it, and
-spends the ε of the one-process plan. tvae does not checkpoint (only the causal LM does, and it
-trains in one process), so there is no resume across world sizes to test."""
+"""DP training in two processes through the flow (issue 16): `--set
+train.distributed.world_size=2` trains tvae (spending the one-process plan's ε) and the causal LM
+(rank 0's epochs relayed to MLflow) under torchrun, gloo on loopback, and registers them. The
+causal LM's checkpoint across world sizes: tests/unit/test_distributed.py; tvae does not
+checkpoint."""
 
 import mlflow
 import numpy as np
@@ -57,3 +58,25 @@ def test_two_processes_train_register_and_spend_the_one_process_epsilon(prefect_
     assert train["noise_multiplier"] == pytest.approx(plan.params["sigma"], rel=1e-9)
     assert train["epsilon"] == pytest.approx(plan.epsilon, rel=1e-9) and train["epsilon"] <= 8
     assert base.load(train["model_dir"]).fit_result.params["sigma"] == train["noise_multiplier"]
+
+
+def test_the_causal_lm_trains_in_two_processes_through_the_flow(prefect_api, tmp_path,
+                                                                 demo_csv):
+    from flows.config import load_config
+
+    subset = tmp_path / "tickets.csv"
+    subset.write_text("".join(demo_csv.read_text().splitlines(keepends=True)[:201]))
+    cfg = load_config(None, [f"workdir={tmp_path / 'runs'}", f"ingest.path={subset}",
+                             "register.model_name=distributed-lm", "train.family=causal_lm",
+                             "train.distributed.world_size=2", "audit.control=false",
+                             "evaluate.samples=2", "evaluate.synthetic_records=20",
+                             "train.epochs=2", "train.batch_size=32", "train.model.n_embd=32",
+                             "train.model.n_layer=1", "register.max_perplexity=1000"])
+    train = training_flow(cfg)["train"]
+    assert train["family"] == "causal_lm" and train["private"] and train["steps"] > 0
+    version = mlflow.MlflowClient().get_model_version("distributed-lm", 1)
+    params = mlflow.get_run(version.run_id).data.params
+    assert params["train.world_size"] == "2"
+    metrics = mlflow.MlflowClient().get_metric_history(version.run_id, "train.loss")
+    assert sorted(m.step for m in metrics) == [1, 2]  # rank 0's epochs, relayed
+    assert 0 < train["epsilon"] <= 8
