@@ -12,9 +12,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from models.base import FieldSpec, Proposal, TableSpec
-from models.images import to_array
+from models.base import FieldSpec, Generator, Proposal, TableSpec
+from models.images import grid_png, to_array
 
+DIAGNOSTIC_SEED = 12345  # the fixed sample the per-epoch diagnostic and grids are drawn from
 # At most this many halvings: 32×32 → 4×4 at the bottom, 64×64 → 8×8 (enough for the sizes
 # issue 14 names: 8×8 digits, 28×28, 32×32).
 MAX_STAGES = 3
@@ -203,3 +204,34 @@ def grid_sample(lay: Layout, per_class: int) -> torch.Tensor:
     ``10·per_class`` unconditional)."""
     return torch.arange(max(lay.classes, 1)).repeat_interleave(
         per_class if lay.classes else 10 * per_class)
+
+
+class ImageGenerator(Generator):
+    """What both image families share: the draw loop's proposals, the per-epoch diagnostic
+    and grids, all from the family's ``_images(labels [n], gen) -> [n, H, W, C] uint8``."""
+
+    layout: Layout | None = None
+
+    def _images(self, labels: torch.Tensor, gen: torch.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def _propose(self, n: int, seed: int, conditions: Mapping[str, str] | None) -> Proposal:
+        """``n`` images, their labels uniform over the declared ones or the one asked for."""
+        gen = torch.Generator().manual_seed(seed)
+        label = label_field(self.spec)
+        y = labels_for(self.layout, n, gen, conditions, label.name if label else None)
+        return proposal(self.spec, self.layout, self._images(y, gen), y)
+
+    def mode_coverage(self) -> dict[str, float]:
+        """``diversity`` of ``config.coverage_rows`` images (labels balanced, fixed seed)."""
+        k = max(self.layout.classes, 1)
+        y = grid_sample(self.layout, -(-self.config.coverage_rows // k))
+        images = self._images(y, torch.Generator().manual_seed(DIAGNOSTIC_SEED))
+        return diversity(images, y.numpy(), self.layout, self.config.collapse_threshold)
+
+    def grid(self, per_class: int = 10) -> bytes:
+        """A PNG grid of samples, one row per label (fixed seed: epochs compare)."""
+        y = grid_sample(self.layout, per_class)
+        images = self._images(y, torch.Generator().manual_seed(DIAGNOSTIC_SEED))
+        return grid_png(images, [self.layout.labels[i] for i in y] if self.layout.classes
+                        else None, per_row=per_class)
