@@ -59,7 +59,6 @@ class DCGANConfig(BaseModel):
     # Grids of samples (per label) every so many epochs, and at the last one.
     grid_every: int = Field(default=5, ge=1)
     coverage_rows: int = Field(default=200, ge=2)
-    # diversity.min below this (intensity std, 0–0.5) flags mode collapse.
     # diversity.min (intensity std across a label's images, 0–0.5) below this flags mode
     # collapse: sklearn's digits measure 0.12–0.19 per label; generators that drew near
     # copies of one picture per label measured 0.016–0.034.
