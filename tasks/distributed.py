@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -89,11 +91,21 @@ def run(world_size: int, target: list[str], log_path: Path, timeout: float | Non
                            f"{errors[-1] if errors else 'see ' + str(log_path)}")
 
 
+def _job_folder(parent: Path) -> tempfile.TemporaryDirectory:
+    """A fresh job folder in ``parent``, after removing any a killed launch left there (they
+    hold a copy of the training records; one stage trains in a folder at a time)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(".distributed-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=".distributed-", dir=parent)
+
+
 def _launch(job: Path, spec: dict, cfg: DistributedConfig,
             on_event: Callable[[str, dict], None], cuda: bool = False) -> None:
     """Write ``spec`` as ``job``'s job.json, run the workers, and hand rank 0's events
     ((name, figures), appended to ``events.jsonl``) to ``on_event`` as they come."""
-    (job / "job.json").write_text(json.dumps({**spec, "backend": backend(cfg, cuda)}))
+    (job / "job.json").write_text(json.dumps({**spec, "backend": backend(cfg, cuda),
+                                              "launcher": os.getpid()}))
     events, seen = job / "events.jsonl", [0]
 
     def relay() -> None:
@@ -113,8 +125,7 @@ def fit(family: str, section: dict, table: pd.DataFrame, spec: base.TableSpec,
     ``model_dir``, which is loaded and returned (its ``fit_result`` is the fit's). Rank 0's
     ``on_progress`` figures reach ``on_progress`` here as they come. The job folder (a copy of
     the table) lives beside ``model_dir`` only while the workers run."""
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".distributed-", dir=model_dir.parent) as tmp:
+    with _job_folder(model_dir.parent) as tmp:
         table.to_parquet(Path(tmp) / "table.parquet")
         _launch(Path(tmp), {"kind": "family", "family": family, "section": dict(section),
                             "spec": spec.to_dict(), "budget": asdict(budget), "seed": seed,
@@ -136,9 +147,8 @@ def train_lm(sequences: list[list[int]], cfg: TrainConfig, tokenizer: Tokenizer,
 
     from tasks.dpsgd import TrainResult, build_model
 
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     callbacks = {"epoch": on_epoch_end, "end": on_end, "resume": on_resume}
-    with tempfile.TemporaryDirectory(prefix=".distributed-", dir=checkpoint.parent) as tmp:
+    with _job_folder(checkpoint.parent) as tmp:
         job = Path(tmp)
         (job / "sequences.json").write_text(json.dumps(sequences))
         _launch(job, {"kind": "causal_lm", "config": cfg.model_dump(mode="json"), "seed": seed,
@@ -158,6 +168,7 @@ def worker(job: Path) -> None:
     import torch.distributed as dist
 
     spec = json.loads((job / "job.json").read_text())
+    threading.Thread(target=_outlive_not, args=(spec["launcher"],), daemon=True).start()
     if spec["backend"] == "nccl":  # one GPU per rank: "cuda" below means this rank's
         import torch
 
@@ -180,6 +191,19 @@ def worker(job: Path) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _outlive_not(launcher: int) -> None:
+    """Exit when the launching process is gone (a killed train stage): an orphaned rank 0 would
+    go on writing the checkpoint a resumed run is reading."""
+    while True:
+        time.sleep(2)
+        try:
+            os.kill(launcher, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive, another user's: cannot happen for our own parent
+            pass
 
 
 def _fit_family(job: Path, spec: dict, rank: int, on_progress: Callable[[dict], None]) -> None:
