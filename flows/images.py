@@ -12,14 +12,11 @@ from prefect import flow, get_run_logger
 
 from flows.images_config import ImagePipelineConfig
 from tasks import tracking
+from tasks.audit_images import audit_images_task
+from tasks.evaluate_images import evaluate_images_task
 from tasks.images import ingest_images_task
 from tasks.register import register_task
 from tasks.train_images import log_png, preflight_task, sample_grid, split, train_task
-
-try:  # helper F's stage (issue 14): the flow runs without it, unevaluated and unaudited
-    from tasks import evaluate_images
-except ImportError:  # pragma: no cover - only while the module is not on main
-    evaluate_images = None
 
 CLEARED = ("images not anonymized: the data owner stated (ingest.images_cleared) that they "
            "were cleared for this use or show no person")
@@ -76,31 +73,23 @@ def images_flow(cfg: ImagePipelineConfig, preflight_only: bool = False) -> dict:
 
 def _evaluate(cfg: ImagePipelineConfig, trained: dict, parts: dict, labels, d: dict,
               run_id: str) -> tuple[dict, dict, dict | None, dict | None]:
-    """(evaluation for registration, the detector gate, the control's evaluation, the audit):
-    helper F's evaluate and audit where installed, the control trained only for the audit."""
-    if evaluate_images is None:
-        get_run_logger().warning("tasks/evaluate_images.py not installed: not evaluated")
-        return {}, {}, None, None
-    result = evaluate_images.evaluate_images_task(
-        trained["model_dir"], parts["train"], parts["holdout"], cfg.evaluate, cfg.seed,
-        d["model"], run_id)
+    """(the evaluation as registration reads it, the detector's gate, the control's audit, the
+    audit); the non-private control is trained only for the audit, to show its power."""
+    result = evaluate_images_task(trained["model_dir"], parts["train"], parts["holdout"],
+                                  cfg.evaluate, cfg.seed, d["model"], run_id)
     metrics = result["metrics"]
     evaluated = {"usable_rate": metrics.get("eval.usable_rate"), "utility": metrics}
-    audit_task = getattr(evaluate_images, "audit_images_task", None)
-    control = audit = None
-    if cfg.audit.enabled and audit_task is not None:
-        control_model = None
-        if cfg.audit.control and cfg.train.privacy.enabled:
-            plain = cfg.train.model_copy(update={"privacy": cfg.train.privacy.model_copy(
-                update={"enabled": False})})
-            control_model = train_task.with_options(name="control-train-images")(
-                plain, parts["train"], labels, cfg.seed, d["control"], run_id,
-                prefix="control.")["model_dir"]
-        audit = audit_task(trained["model_dir"], control_model, parts["train"],
-                           parts["holdout"], cfg.seed, run_id)
-        evaluated["audit"] = audit
-        control = audit.get("control")
-    elif cfg.audit.enabled:
-        get_run_logger().warning("no image audit installed: the model stays challenger while "
-                                 "register.require_audit is true")
-    return evaluated, result["gates"], control, audit
+    if not cfg.audit.enabled:
+        return evaluated, result["gates"], None, None
+    control_dir = None
+    if cfg.audit.control and cfg.train.privacy.enabled:
+        plain = cfg.train.model_copy(update={"privacy": cfg.train.privacy.model_copy(
+            update={"enabled": False})})
+        control_dir = train_task.with_options(name="control-train-images")(
+            plain, parts["train"], labels, cfg.seed, d["control"], run_id,
+            prefix="control.")["model_dir"]
+    audit = audit_images_task(trained["model_dir"], control_dir, parts["train"],
+                              parts["holdout"], cfg.seed, run_id, audit=cfg.audit,
+                              n=cfg.evaluate.synthetic_images, out_dir=d["model"])
+    evaluated["audit"] = audit
+    return evaluated, result["gates"], audit.get("control"), audit

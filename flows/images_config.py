@@ -13,28 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.config import _merge, _set_dotted
+from tasks.audit import AuditConfig
 from tasks.errors import ConfigError
+from tasks.evaluate_images import ImageEvaluateConfig
 from tasks.gates import RegisterConfig
 from tasks.images import ImageIngestConfig
 from tasks.promotion import PromotionConfig
 from tasks.train_images import ImageTrainConfig
-
-try:
-    from tasks.evaluate_images import ImageEvaluateConfig
-except ImportError:  # pragma: no cover - helper F's stage (issue 14) not installed yet
-
-    class ImageEvaluateConfig(BaseModel):  # its section passes through unchecked
-        model_config = ConfigDict(frozen=True, extra="allow")
-
-
-class ImageAuditConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # Membership inference against the model (its ELBO or discriminator where it has one).
-    enabled: bool = True
-    # The same family trained without DP beside it: the audit must be able to flag that one,
-    # or a pass says nothing (issue 14's "power").
-    control: bool = True
 
 
 class ImagePipelineConfig(BaseModel):
@@ -46,7 +31,9 @@ class ImagePipelineConfig(BaseModel):
     ingest: ImageIngestConfig
     train: ImageTrainConfig = Field(default_factory=ImageTrainConfig)
     evaluate: ImageEvaluateConfig = Field(default_factory=ImageEvaluateConfig)
-    audit: ImageAuditConfig = Field(default_factory=ImageAuditConfig)
+    # The tables' audit settings (enabled, control, the membership-attack gates); the canary
+    # settings do not apply to images (tasks/audit_images.py).
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     register_: RegisterConfig = Field(default_factory=lambda: RegisterConfig(
         model_name="privgen-images"), alias="register")
     promote: PromotionConfig = Field(default_factory=PromotionConfig)

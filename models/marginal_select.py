@@ -53,8 +53,27 @@ def estimate(sizes: Mapping[str, int], measurements: list, iters: int, warm=None
     ``MarkovRandomField`` (warm-started from ``warm``'s potentials when given)."""
     mbi = _mbi()
     domain = mbi.Domain(list(sizes), list(sizes.values()))
-    return _lean_mirror_descent()().estimate(domain, measurements, iters=iters,
-                                             warm_start=warm)
+    return _lean_mirror_descent()(smoothness=entropic_smoothness(domain, measurements)).estimate(
+        domain, measurements, iters=iters, warm_start=warm)
+
+
+def entropic_smoothness(domain, measurements: list) -> float:
+    """The L2 loss's smoothness in the ℓ1 norm, the one entropic mirror descent's step
+    follows (Beck & Teboulle 2003): the largest entry of its Hessian, max over maximal
+    cliques C of Σ_{M→C} 1/σ_M² for the marginal queries measured here. mbi starts the step
+    from the ℓ2 bound instead, which multiplies each term by |C|/|c_M|: a 1-way marginal
+    inside a 3-way clique of 1,111 × 20 × 8 cells weighs 8,888 times over, and 100–500 steps
+    then barely leave the start (the non-private control's postcode 1-way TVD was 0.98 on the
+    demo). Armijo's backtracking keeps every step a descent from either start."""
+    from mbi.marginal_loss import clique_mapping, maximal_subset
+
+    cliques = [m.clique for m in measurements]
+    routing = clique_mapping(maximal_subset(cliques), cliques, domain)
+    blocks: dict = {}
+    for m in measurements:
+        home = routing[m.clique]
+        blocks[home] = blocks.get(home, 0.0) + 1.0 / max(float(m.stddev), 1e-12) ** 2
+    return max(blocks.values(), default=1.0)
 
 
 @functools.cache
@@ -70,9 +89,11 @@ def _lean_mirror_descent():
 
     @dataclasses.dataclass(frozen=True)
     class LeanMirrorDescent(estimation.MirrorDescent):
+        smoothness: float | None = None  # None: mbi's ℓ2 bound (see entropic_smoothness)
+
         def _init(self, domain, loss_fn, known_total, *, warm_start=None, constraints=()):
             potentials = estimation._extract_potentials(warm_start, domain, loss_fn.cliques)
-            alpha = 2.0 / (loss_fn.lipschitz * known_total)  # mbi's own first step size
+            alpha = 2.0 / ((self.smoothness or loss_fn.lipschitz) * known_total)
             mu = _mbi().CliqueVector.zeros(domain, loss_fn.cliques)
             return estimation.MirrorDescentState(mu, potentials, alpha,
                                                  jnp.zeros((), jnp.result_type(float)))

@@ -1,9 +1,14 @@
-"""One Prefect test harness (a temporary local API and database) for every flow test."""
+"""One Prefect test harness (a temporary local API and database) for every flow test, and one
+trained demo model that the pipeline, stop and families tests share."""
 
 import contextlib
 import logging
+from pathlib import Path
 
 import pytest
+
+# The shared demo run's registered model.
+DEMO_MODEL = "privgen-e2e"
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +44,35 @@ def capture_logs():
         finally:
             logging.getLogger().removeHandler(handler)
     return capture
+
+
+@pytest.fixture(scope="session")
+def demo_flow(prefect_api, tmp_path_factory, demo_csv, capture_logs):
+    """The training flow (causal LM, its non-private control, the audit, the registry) on the
+    first 500 demo rows at the tiniest settings, then 25 records from its champion; every log
+    line of both captured for the leak scans. Trained once for the session: the pipeline,
+    stop and families tests each trained the same model before (three runs of one path).
+    Keys: root, cfg, trained, manifest, out, subset, logs, prefect_db, name. Tests that
+    generate from it write under their own folders, not ``root``."""
+    from flows.config import load_config
+    from flows.generation import generation_flow
+    from flows.training import training_flow
+    from tasks.generate import GenerateConfig
+
+    root = tmp_path_factory.mktemp("e2e")
+    subset = root / "tickets.csv"
+    lines = demo_csv.read_text().splitlines(keepends=True)
+    subset.write_text("".join(lines[:501]))  # header + 500 rows, a few of them bad
+    cfg = load_config(overrides=[
+        f"workdir={root / 'runs'}", f"ingest.path={subset}", f"register.model_name={DEMO_MODEL}",
+        "train.family=causal_lm",  # these flows test the causal LM's own path
+        "train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
+        "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=4",
+    ])
+    with capture_logs() as logs:
+        trained = training_flow(cfg)
+        out = root / "out" / "synthetic.parquet"
+        manifest = generation_flow(GenerateConfig(model=f"{DEMO_MODEL}@champion", n=25,
+                                                  out=out))
+    return {"root": root, "cfg": cfg, "trained": trained, "manifest": manifest, "out": out,
+            "subset": subset, "logs": logs, "prefect_db": Path(prefect_api), "name": DEMO_MODEL}

@@ -7,34 +7,17 @@ import mlflow
 import pandas as pd
 import pytest
 
-from flows.config import load_config
 from flows.generation import generation_flow
 from flows.registry import list_versions
-from flows.training import training_flow
 from tasks.generate import GenerateConfig
 
 pytestmark = pytest.mark.slow
-MODEL = "privgen-e2e"
+MODEL = "privgen-e2e"  # demo_flow's model (tests/flows/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def pipeline(prefect_api, tmp_path_factory, demo_csv, capture_logs):
-    root = tmp_path_factory.mktemp("e2e")
-    subset = root / "tickets.csv"
-    lines = demo_csv.read_text().splitlines(keepends=True)
-    subset.write_text("".join(lines[:501]))  # header + 500 rows, a few of them bad
-    cfg = load_config(overrides=[
-        f"workdir={root / 'runs'}", f"ingest.path={subset}", f"register.model_name={MODEL}",
-        "train.family=causal_lm",  # these flows test the causal LM's own path
-        "train.epochs=1", "train.batch_size=32", "train.model.n_embd=32",
-        "train.model.n_layer=1", "register.max_perplexity=1000", "evaluate.samples=4",
-    ])
-    with capture_logs() as logs:
-        trained = training_flow(cfg)
-        out = root / "out" / "synthetic.parquet"
-        manifest = generation_flow(GenerateConfig(model=f"{MODEL}@champion", n=25, out=out))
-    return {"root": root, "cfg": cfg, "trained": trained, "manifest": manifest, "out": out,
-            "subset": subset, "logs": logs, "prefect_db": Path(prefect_api)}
+def pipeline(demo_flow):
+    return demo_flow
 
 
 def test_training_registers_a_private_champion(pipeline):

@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import load_config
-from flows.training import training_flow
-
 pytestmark = pytest.mark.slow
 MODEL = "privgen-stop-test"
 PRIVGEN = str(Path(sys.executable).parent / "privgen")
@@ -38,10 +35,9 @@ def tiny(prefect_api, tmp_path_factory, demo_csv):
 
 
 @pytest.fixture(scope="module")
-def model(tiny):
-    root, data = tiny
-    trained = training_flow(load_config(overrides=_settings(root / "trained", data)))
-    return f"{MODEL}/{trained['model']['version']}"
+def model(demo_flow):
+    """A registered demo model to generate from: the session's shared one."""
+    return f"{demo_flow['name']}/{demo_flow['trained']['model']['version']}"
 
 
 def _wait_for(root: Path, pattern: str, proc: subprocess.Popen, limit_s: float = 600) -> None:

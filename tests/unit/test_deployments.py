@@ -36,6 +36,10 @@ def test_the_crash_automation_only_touches_privgen_runs():
 
 
 def test_registering_without_a_server_is_refused_by_name(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with pytest.raises(ConfigError, match="--work-pool pool: set PREFECT_API_URL"):
+    # The flow tests' session-wide harness sets the setting in context, not in the environment.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), \
+            pytest.raises(ConfigError, match="--work-pool pool: set PREFECT_API_URL"):
         register([], "pool")
