@@ -85,6 +85,10 @@ def notes(row: dict) -> list[str]:
     if row["linked"]:
         lines.append(f"the same people under earlier key(s), linked while the key was held: "
                      f"{', '.join(row['linked'])}")
+    if row.get("overlap"):
+        lines.append(f"people also in earlier population(s), found by their subject filters "
+                     f"(an erasure or another extract of the same people): "
+                     f"{', '.join(row['overlap'])}; their releases are composed here")
     if row["assumed"]:
         keys = sorted({r["key_id"] for r in row["runs"] if r["population"] in row["assumed"]})
         lines.append(f"[yellow]counted conservatively[/]: the releases of "

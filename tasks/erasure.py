@@ -298,10 +298,10 @@ def report_markdown(request: str, column: str, key_ids: list[str], affected: Aff
              f"{', '.join(f'`{k}`' for k in key_ids)}",
              f"- training runs holding the subject: {len(affected.runs)}",
              f"- model versions tagged `{PENDING}`: {', '.join(affected.versions) or 'none'}",
-             f"- synthetic batches: {len(affected.batches)}",
-             "- later runs: the subject's rows are quarantined at ingest with reason "
-             f"`{ERASED}`"]
+             f"- synthetic batches: {len(affected.batches)}"]
     lines += [f"  - batch `{b['file'] or '(no manifest)'}` from {b['version']} (run "
               f"`{b['run_id']}`)" for b in affected.batches]
+    lines += ["- later runs: the subject's rows are quarantined at ingest with reason "
+              f"`{ERASED}`"]
     lines += [f"- {c}" for c in affected.caveats()]
     return "\n".join(lines) + "\n"

@@ -142,7 +142,13 @@ def check_task(anonymized_path: str, validated_path: str, source: str, source_di
             population, p.lifetime_budget, worst, spent["epsilon"], ahead)
         if line:
             raise PrivacyError(line)
-        planned["links"] = {"exact": member.exact, "assumed": member.assumed}
+        # The populations whose releases the most exposed person was in, found by their
+        # subject filters (an erasure or a new extract gives the same people a new population
+        # key): linked, so `privgen budget` composes what that person spent, not a fresh start.
+        overlap = sorted({e["population"] for e in worst} - member.lineage
+                         - set(member.exact) - set(member.assumed))
+        planned["links"] = {"exact": member.exact, "assumed": member.assumed,
+                            "overlap": overlap}
         return known, spent, ahead, member
 
     known, spent, ahead, member = check()

@@ -130,8 +130,11 @@ def refusal(population: str, lifetime: float, prior: list[dict], spent: float,
 
 def lineages(entries: list[dict]) -> list[list[dict]]:
     """``entries`` grouped by lineage: one population, and the populations its entries were
-    linked to across key rotations (``links``: ``exact``, the same people under an earlier
-    key; ``assumed``, releases under a destroyed key counted as if everyone was in them).
+    linked to (``links``: ``exact``, the same people under an earlier key; ``assumed``,
+    releases under a destroyed key counted as if everyone was in them; ``overlap``, earlier
+    populations the run's most exposed person was in, such as the population before an
+    erasure removed someone). A group's composition is then an upper bound for each of its
+    people: exact for the most exposed one, conservative for the others.
     Each group oldest first, groups in order of their first entry."""
     parent: dict[str, str] = {}
 
@@ -143,7 +146,8 @@ def lineages(entries: list[dict]) -> list[list[dict]]:
 
     for e in entries:
         for other in [*e.get("links", {}).get("exact", []),
-                      *e.get("links", {}).get("assumed", [])]:
+                      *e.get("links", {}).get("assumed", []),
+                      *e.get("links", {}).get("overlap", [])]:
             parent[root(other)] = root(e["population"])
     groups: dict[str, list[dict]] = {}
     for e in entries:

@@ -125,7 +125,7 @@ def budget(dataset: str | None = None, lifetime: float | None = None) -> list[di
     """Per lineage of populations (those with a population key or source digest starting with
     ``dataset``, or all): its entries' composition (``compose``), what is left of the lifetime
     budget (``lifetime``, else the setting the newest entry ran under; None when there is
-    none), and how its populations were linked across key rotations."""
+    none), and how its populations were linked (across key rotations, or by shared people)."""
     rows = []
     for group in lineages(entries()):
         populations = list(dict.fromkeys(e["population"] for e in group))
@@ -135,12 +135,13 @@ def budget(dataset: str | None = None, lifetime: float | None = None) -> list[di
         limit = lifetime if lifetime is not None else group[-1]["lifetime_budget"]
         composed = compose(group)
         links = {kind: sorted({p for e in group for p in e["links"].get(kind, [])})
-                 for kind in ("exact", "assumed")}
+                 for kind in ("exact", "assumed", "overlap")}
         rows.append({"population": group[-1]["population"], "populations": populations,
                      "basis": group[-1]["basis"],
                      "source_digests": sorted({e["source_digest"] for e in group}),
                      "key_ids": sorted({e["key_id"] for e in group}), **composed,
                      "linked": links["exact"], "assumed": links["assumed"],
+                     "overlap": links["overlap"],
                      "lifetime_budget": limit,
                      "left": None if limit is None else limit - composed["epsilon"],
                      "runs": [{k: e[k] for k in ("run_id", "population", "key_id", "family",

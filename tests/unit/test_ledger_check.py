@@ -117,7 +117,7 @@ def test_a_key_rotation_keeps_the_population_linked(tmp_path, key_file):
     after = _staged(tmp_path, ids, key_file)
     planned = _check(after, key_file, source)
     assert planned["population"] != old["population"]  # new pseudonyms, new key
-    assert planned["links"] == {"exact": [old["population"]], "assumed": []}
+    assert planned["links"] == {"exact": [old["population"]], "assumed": [], "overlap": []}
     _finish(planned, after)
     [row] = ledger_store.budget(planned["population"])
     assert row["releases"] == 2 and row["linked"] == [old["population"]]
@@ -137,7 +137,7 @@ def test_after_the_old_key_is_destroyed_the_same_dataset_counts_conservatively(
     keys.destroy(key_file, keys.rotate(key_file).old)  # before any run linked the two
     grown = _staged(tmp_path, ids + _ids(5), key_file)
     planned = _check(grown, key_file, source)
-    assert planned["links"] == {"exact": [], "assumed": [old["population"]]}
+    assert planned["links"] == {"exact": [], "assumed": [old["population"]], "overlap": []}
     assert planned["spent"] == pytest.approx(old["composed"]["epsilon"])
     _finish(planned, grown)
     [row] = ledger_store.budget(planned["population"])
@@ -150,3 +150,25 @@ def test_after_the_old_key_is_destroyed_the_same_dataset_counts_conservatively(
     assert same["links"]["assumed"] == [] and same["spent"] == pytest.approx(row["epsilon"])
     strangers = _check(_staged(tmp_path, _ids(), key_file), key_file, elsewhere + "2")
     assert math.isclose(strangers["spent"], 0.0)
+
+
+def test_after_an_erasure_the_remaining_people_keep_what_they_spent(tmp_path, key_file):
+    """Erasing one person gives the rest a new population key; the filters find them in the
+    earlier releases, and `privgen budget` composes those with the new run's (it showed the
+    new run alone before, while the check refused on the true figure)."""
+    ids, source = _ids(), str(tmp_path / "erase.csv")
+    first, second = (_staged(tmp_path, ids, key_file) for _ in range(2))
+    _finish(_check(first, key_file, source), first)
+    old = _finish(_check(second, key_file, source), second)
+    rest = _staged(tmp_path, ids[1:], key_file)  # ids[0] erased
+    planned = _check(rest, key_file, source)
+    assert planned["population"] != old["population"]
+    assert planned["links"]["overlap"] == [old["population"]]
+    assert planned["spent"] == pytest.approx(old["composed"]["epsilon"])
+    _finish(planned, rest)
+    [row] = ledger_store.budget(planned["population"])
+    assert row["releases"] == 3 and row["overlap"] == [old["population"]]
+    assert row["epsilon"] > old["composed"]["epsilon"]
+    assert any("found by their subject filters" in line for line in notes(row))
+    strangers = _check(_staged(tmp_path, _ids(), key_file), key_file, source + "-other")
+    assert strangers["links"]["overlap"] == []
