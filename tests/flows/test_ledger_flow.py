@@ -42,12 +42,14 @@ def _contract() -> list[dict]:
     ]
 
 
-def write_data(root: Path, n: int = 240) -> tuple[Path, Path]:
-    """A seeded table of ``n`` tickets from n/3 customers, and the config bringing its
-    contract."""
+def write_data(root: Path, n: int = 240, first_id: int = 0) -> tuple[Path, Path]:
+    """A seeded table of ``n`` tickets from n/3 customers (ids from ``first_id``), and the
+    config bringing its contract. The tests share one MLflow store, so a test that needs a
+    population of its own gives it customers no other test has (the ledger links runs that
+    share people)."""
     rng = np.random.default_rng(15)
     frame = pd.DataFrame({
-        "customer_id": [f"C-{i:03d}" for i in rng.integers(0, n // 3, n)],
+        "customer_id": [f"C-{first_id + i:03d}" for i in rng.integers(0, n // 3, n)],
         "product": rng.choice(_PRODUCTS, n), "city": rng.choice(_CITIES, n),
         "rating": rng.integers(1, 6, n)})
     data, config = root / "tickets.csv", root / "ledger.yaml"
@@ -132,7 +134,7 @@ def test_two_runs_compose_below_their_sum_and_a_third_is_refused(prefect_api, tm
 
 
 def test_the_datasheet_shows_the_population_at_training_time(prefect_api, tmp_path):
-    data, config = write_data(tmp_path, n=120)
+    data, config = write_data(tmp_path, n=120, first_id=600)
     trained = run(tmp_path, data, config, "register.model_name=ledger-sheet")
     sheet = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=trained["run_id"], artifact_path="datasheet/datasheet.json")).read_text())
