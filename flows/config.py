@@ -180,4 +180,6 @@ def config_from_tree(tree: dict) -> PipelineConfig:
         field = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate").replace(
             "register_", "register")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"config field {field}: {err['msg']}{more}") from None
+        # pydantic prefixes a validator's own message with "Value error, ".
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"config field {field}: {msg}{more}") from None

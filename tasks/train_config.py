@@ -116,11 +116,14 @@ class TrainConfig(BaseModel):
         if self.distributed.world_size == 1:
             return self
         if self.privacy.secure_mode:
-            raise ValueError("distributed.world_size > 1 cannot run privacy.secure_mode: the "
-                             "per-rank sampler draws from torch generators; train with 1")
+            raise ValueError(f"train.distributed.world_size={self.distributed.world_size} cannot "
+                             "run train.privacy.secure_mode: the per-rank sampler draws from "
+                             "torch generators; set train.distributed.world_size=1")
         if self.family not in ("auto", *DISTRIBUTED):  # auto's choice is checked when made
-            raise ValueError(f"distributed.world_size > 1: family {self.family} trains in one "
-                             f"process only (distributed: {', '.join(DISTRIBUTED)})")
+            raise ValueError(f"train.distributed.world_size={self.distributed.world_size}: "
+                             f"family {self.family} trains in one process only (distributed: "
+                             f"{', '.join(DISTRIBUTED)}); set train.distributed.world_size=1 "
+                             "or another train.family")
         return self
 
     @model_validator(mode="after")

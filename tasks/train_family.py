@@ -44,7 +44,8 @@ class Stage:
                              step=step)
 
     def progress(self, m: dict, total: int) -> None:
-        """One epoch's (or round's) figures: ``epoch``/``round``, ``loss``, ``epsilon``..."""
+        """One epoch's (or round's) figures: ``epoch``/``round``, ``loss``, ``epsilon``...;
+        ``part`` names a hybrid's table or text part. ``total`` 0: not known ahead."""
         step = int(m.get("epoch", m.get("round", 0)))
         metrics = {f"train.{k}": float(v) for k, v in m.items() if k not in (
             "epoch", "round", "epsilon", "steps") and isinstance(v, int | float)
@@ -52,11 +53,14 @@ class Stage:
         if math.isfinite(m.get("epsilon", math.inf)):
             metrics["privacy.epsilon"] = m["epsilon"]
         self.log_metrics(metrics, step=step)
-        self.logger.info(self.prefix + "%s %d/%d: %s", "epoch" if "epoch" in m else "round",
-                         step, total, ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
-        progress.info("epoch", extra={"stage": self.prefix + "train",
-                                      "progress": (step, total, "epochs" if "epoch" in m
-                                                   else "rounds")})
+        unit = "epoch" if "epoch" in m else "round"
+        part = f"{m['part']} part " if m.get("part") else ""
+        self.logger.info(self.prefix + "%s%s %s: %s", part, unit,
+                         f"{step}/{total}" if total else str(step),
+                         ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+        stage = self.prefix + "train" + (f" {m['part']}" if m.get("part") else "")
+        progress.info("epoch", extra={"stage": stage,
+                                      "progress": (step, total or None, unit + "s")})
 
 
 def budget_for(cfg: TrainConfig, n: int, spend: composition.DomainSpend) -> base.Budget:
@@ -89,8 +93,11 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
     stage.log_params({"train.records": len(train_df), "train.world_size": processes,
                       **{f"{family}.{k}": v for k, v in _config(gen).items()}})
     table, on_progress = train_df[spec.names].reset_index(drop=True), \
-        lambda m: stage.progress(m, _total(gen))
+        lambda m: stage.progress(m, _total(gen, m))
     if processes > 1:  # rank 0 saves the model; its fit result comes back with it
+        stage.logger.info("training %s in %d processes (torchrun, %s backend; one DP-SGD "
+                          "accountant over the global batch)", family, processes,
+                          distributed.backend(cfg.distributed))
         gen = distributed.fit(family, cfg.section(family), table, spec, budget, seed,
                               out / "model", cfg.distributed, on_progress)
         fit = gen.fit_result
@@ -102,9 +109,11 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
     own = accounting.epsilon(fit.events, budget.delta, budget.accountant) if fit.private \
         else math.inf
     params = dict(fit.params)
+    # The run's δ: the family spent what thresholding observed categories left of it.
+    run_delta = budget.delta + (spend.delta if fit.private else 0.0)
     stage.log_params({f"mechanism.{k}": v for k, v in _flat(params).items()})
     if fit.private:
-        stage.log_metrics({"privacy.epsilon_spent": fit.epsilon, "privacy.delta": fit.delta,
+        stage.log_metrics({"privacy.epsilon_spent": fit.epsilon, "privacy.delta": run_delta,
                            **({"privacy.epsilon_pld": fit.epsilon_check}
                               if fit.epsilon_check is not None else {})})
         if fit.epsilon_check is not None and fit.epsilon_check > 1.05 * fit.epsilon:
@@ -115,11 +124,10 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
         f"# Training{f' ({stage.prefix[:-1]})' if stage.prefix else ''}\n\n"
         f"- family: {family} ({fit.mechanism})\n- records: {len(train_df)}\n"
         f"- private: {fit.private}\n- ε: {fit.epsilon:.3f} (target "
-        f"{cfg.privacy.target_epsilon}), δ: {budget.delta:.2e}, accountant: {fit.accountant}\n"
+        f"{cfg.privacy.target_epsilon}), δ: {run_delta:.2e}, accountant: {fit.accountant}\n"
         f"- time: {fit.seconds:.0f} s\n"))
     return {"model_dir": str(model_dir), "epsilon": fit.epsilon,
-            # The run's δ (the family spent what thresholding left of it).
-            "delta": budget.delta + (spend.delta if fit.private else 0.0),
+            "delta": run_delta,
             "noise_multiplier": sgd["sigma"] if sgd else float(params.get("sigma", 0.0) or 0.0),
             "sample_rate": sgd["q"] if sgd else 1.0,
             "steps": sgd["steps"] if sgd else int(params.get("rounds", 0) or 0),
@@ -136,8 +144,12 @@ def _config(gen: base.Generator) -> dict:
     return cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(cfg or {})
 
 
-def _total(gen: base.Generator) -> int:
-    return int(getattr(gen.config, "epochs", 0) or getattr(gen.config, "rounds", 0) or 0)
+def _total(gen: base.Generator, m: dict) -> int:
+    """Epochs the family, or the hybrid part ``m`` reports on, will run; 0 for rounds, whose
+    number is not fixed ahead (AIM anneals under a cap, MST measures once)."""
+    part = getattr(gen, m["part"], None) if m.get("part") else None
+    return int(getattr(getattr(part or gen, "config", None), "epochs", 0) or 0) \
+        if "epoch" in m else 0
 
 
 def _flat(params: dict, prefix: str = "") -> dict:

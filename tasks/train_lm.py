@@ -77,6 +77,9 @@ def train_causal_lm(stage: Stage, train_df: pd.DataFrame, released: DataContract
         "causal_lm", cfg.distributed, cfg.privacy.enabled) else train
     stage.log_params({"train.world_size": cfg.distributed.world_size
                       if runner is not train else 1})
+    if runner is not train:
+        logger.info("training in %d processes (torchrun; one DP-SGD accountant over the "
+                    "global batch)", cfg.distributed.world_size)
     model, result = runner(sequences, sgd_cfg, tokenizer, seed, on_epoch_end, on_end=on_end,
                            checkpoint=checkpoint, resume_from=resume_from, on_resume=on_resume)
     epsilon_sgd = result.epsilon

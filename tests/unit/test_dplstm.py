@@ -154,3 +154,40 @@ def test_a_value_outside_the_spec_names_its_column():
     bad = _table().assign(product="Vertex Monitor")
     with pytest.raises(ValueError, match="product"):
         DPLSTM(SMALL).fit(bad, SPEC, Budget(enabled=False), seed=0)
+
+
+def test_one_dp_step_gives_each_record_its_own_clipped_gradient():
+    """Opacus' DPLSTM per-sample gradients: record i's equals the gradient of record i's loss
+    alone (Opacus undoes the batch mean: loss_reduction "mean"), and clipping bounds the
+    summed gradient by batch · C."""
+    import torch
+
+    from models import dpsgd
+    from models.lstm_lm import record_loss
+
+    gen = DPLSTM(SMALL)
+    gen.spec = SPEC
+    gen._build_codes(SPEC)
+    batch = gen._batch(_table(4).to_dict("records"))
+    fields = len(gen.codec.fields)
+    torch.manual_seed(0)
+    net = gen._network(dp=True)
+    reference = gen._network(dp=True)
+    reference.load_state_dict(net.state_dict())
+    c = 1e-3
+    dp = dpsgd.privatize(net, torch.optim.SGD(net.parameters(), lr=0.1), 48, 16, 1,
+                         Budget(max_grad_norm=c, accountant="rdp"),
+                         torch.Generator().manual_seed(0))
+    record_loss(dp.module(batch, fields)[0], batch, gen.vocab.pad).backward()
+    params = [p for p in net.parameters() if p.requires_grad]
+    assert all(p.grad_sample.shape == (4, *p.shape) for p in params)
+    for i in range(4):
+        reference.zero_grad()
+        one = batch[i : i + 1]
+        record_loss(reference(one, fields)[0], one, gen.vocab.pad).backward()
+        for p, r in zip(params, reference.parameters(), strict=True):
+            torch.testing.assert_close(p.grad_sample[i], r.grad, rtol=1e-4, atol=1e-6)
+    norms = torch.stack([p.grad_sample.flatten(1).norm(dim=1) for p in params]).norm(dim=0)
+    assert (norms > c).all()  # so clipping has work to do
+    dp.optimizer.clip_and_accumulate()
+    assert torch.stack([p.summed_grad.norm() for p in params]).norm() <= 4 * c * 1.0001
