@@ -195,8 +195,10 @@ def _rows_line(result: dict) -> str:
     metrics = tracking.client().get_run(result["run_id"]).data.metrics
     suppressed = int(metrics.get("anonymize.rows_suppressed", 0))
     kept = int(metrics.get("anonymize.rows", rows["rows_kept"] - suppressed))
-    return (f"{rows['rows_in']} rows in: {kept} kept, {rows['rows_quarantined']} quarantined "
-            f"(validation), {suppressed} suppressed (k-anonymity)")
+    erased = int(rows.get("rows_erased", 0))  # quarantined too, but not for a fault
+    return (f"{rows['rows_in']} rows in: {kept} kept, {rows['rows_quarantined'] - erased} "
+            f"quarantined (validation), " + (f"{erased} erased on request, " if erased else "")
+            + f"{suppressed} suppressed (k-anonymity)")
 
 
 def _audit_line(evaluation: dict, control: dict | None, power: dict | None) -> str:

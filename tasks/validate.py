@@ -529,7 +529,8 @@ def validate_task(canonical_path: str, source: str, contract: DataContract,
         run_id, kept_schema.drop(columns=[SOURCE_ROW]), name=f"{Path(source).name} (validated)",
         source=source, digest=file_digest(Path(outcome.kept_path)), context="validated",
         rows=report.rows_kept, tags={"rows_in": report.rows_in,
-                                     "rows_quarantined": report.rows_quarantined},
+                                     "rows_quarantined": report.rows_quarantined,
+            "rows_erased": report.reasons.get(ERASED, 0)},
     )
     create_markdown_artifact(markdown=report_markdown(report, outcome.quarantine_path),
                              key="validate-report")

@@ -325,3 +325,12 @@ def test_run_summary_reports_quarantined_and_suppressed_rows_apart():
                                          "rows_quarantined": 3}}
     assert cli._rows_line(result) == ("100 rows in: 90 kept, 3 quarantined (validation), "
                                       "7 suppressed (k-anonymity)")
+
+
+def test_run_summary_counts_erased_rows_apart_from_faulty_ones():
+    run_id = tracking.start_run("privgen-summary-test", "r", {})
+    tracking.log_metrics(run_id, {"anonymize.rows": 90, "anonymize.rows_suppressed": 0})
+    result = {"run_id": run_id, "rows": {"rows_in": 100, "rows_kept": 90,
+                                         "rows_quarantined": 10, "rows_erased": 4}}
+    assert cli._rows_line(result) == ("100 rows in: 90 kept, 6 quarantined (validation), "
+                                      "4 erased on request, 0 suppressed (k-anonymity)")

@@ -146,7 +146,7 @@ def test_the_discriminator_loss_falls_in_a_few_cpu_steps():
     its noise reseeded), a few of fit's discriminator steps, without DP, lower the
     discriminator's loss (a GAN is a game, so it is each player's loss against a fixed
     opponent that must fall)."""
-    m, data, disc, dp, _, _ = built(Budget(enabled=False), batch=32)
+    m, data, _, dp, _, _ = built(Budget(enabled=False), batch=32)
     losses = [m._discriminator_step(dp, data[:32], torch.Generator().manual_seed(1))
               for _ in range(20)]
     assert all(math.isfinite(v) for v in losses)
