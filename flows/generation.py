@@ -54,13 +54,13 @@ def _generation(cfg: GenerateConfig, experiment: str) -> dict:
         started = time.monotonic()
         futures = [shard.submit(model, s, cfg, str(directory)) for s in plan]
         # Reported here, as shards finish, since shard tasks may run in other processes.
-        shards, records = [], 0
-        progress.info("shards", extra={"stage": "generate", "progress": (0, cfg.n, "records")})
+        shards, records, unit = [], 0, "images" if images else "records"
+        progress.info("shards", extra={"stage": "generate", "progress": (0, cfg.n, unit)})
         for future in as_completed(futures):
             shards.append(future.result())
             records += shards[-1]["records"]
             progress.info("shard", extra={"stage": "generate",
-                                          "progress": (records, cfg.n, "records")})
+                                          "progress": (records, cfg.n, unit)})
         manifest = assemble(model, shards, cfg, str(directory), time.monotonic() - started,
                             run_id)
         status = "FINISHED"

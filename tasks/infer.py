@@ -365,7 +365,8 @@ def infer(path: Path, cfg: IngestConfig) -> Inference:
     proposals = [_propose(cols[n], rows) for n in names]
     # The format as read, so that the next command reads the file the same way whatever its
     # extension (a UCI ".data" file is told from its content only).
-    ingest = {"path": str(path), "format": detected.get("format", cfg.format)}
+    # An absolute path: the proposal is read from wherever the user runs the next command.
+    ingest = {"path": str(Path(path).resolve()), "format": detected.get("format", cfg.format)}
     if delimited:
         ingest["delimiter"] = detected["delimiter"]
         if detected.get("quoting") == "none" and cfg.quotechar is not None:

@@ -96,3 +96,17 @@ def test_an_unedited_infer_proposal_runs_through_loading_and_preflight(census, t
                      planned)
     assert plan.domain_releases == planned["spend"]["releases"] > 0
     assert plan.epsilon <= cfg.train.privacy.target_epsilon
+
+
+def test_the_proposal_names_its_input_by_an_absolute_path(census, tmp_path, monkeypatch):
+    """Proposed from the input's folder, read from anywhere: the next command finds the file."""
+    from pathlib import Path
+
+    import yaml
+
+    monkeypatch.chdir(census.parent)
+    proposal = tmp_path / "c.yaml"
+    proposal.write_text(infer(Path(census.name), IngestConfig()).to_yaml())
+    monkeypatch.chdir(tmp_path)
+    assert yaml.safe_load(proposal.read_text())["ingest"]["path"] == str(census.resolve())
+    assert load_config(proposal).ingest.path.is_file()
