@@ -46,9 +46,11 @@ class ConvVAEConfig(BaseModel):
     grid_every: int = Field(default=5, ge=1)
     coverage_rows: int = Field(default=200, ge=2)
     # diversity.min (intensity std across a label's images, 0–0.5) below this flags mode
-    # collapse: sklearn's digits measure 0.12–0.19 per label; generators that drew near
-    # copies of one picture per label measured 0.016–0.034.
-    collapse_threshold: float = Field(default=0.05, ge=0, le=0.5)
+    # collapse. 0: off. A VAE draws decoder means, smooth by construction: on the digits the
+    # non-private model, whose samples a classifier reads as the right digit 99.9 % of the time,
+    # measured 0.022–0.032, below its DP versions (0.034–0.064) and below what flags a GAN's
+    # collapse (dcgan's 0.05), so the figure is logged but flags nothing by default.
+    collapse_threshold: float = Field(default=0.0, ge=0, le=0.5)
     # Monte Carlo samples of z per image in log_prob's ELBO estimate.
     elbo_samples: int = Field(default=8, ge=1)
 

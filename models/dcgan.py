@@ -61,7 +61,8 @@ class DCGANConfig(BaseModel):
     coverage_rows: int = Field(default=200, ge=2)
     # diversity.min (intensity std across a label's images, 0–0.5) below this flags mode
     # collapse: sklearn's digits measure 0.12–0.19 per label; generators that drew near
-    # copies of one picture per label measured 0.016–0.034.
+    # copies of one picture per label measured 0.016–0.034. On the digits, 30 epochs: 0.063–
+    # 0.103 non-private, 0.024–0.036 at ε 8 (flagged: the DP GAN draws few shapes a label).
     collapse_threshold: float = Field(default=0.05, ge=0, le=0.5)
 
 

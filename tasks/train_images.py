@@ -110,8 +110,10 @@ def train(cfg: ImageTrainConfig, train_path: str, labels: tuple[str, ...] | None
     total = int(getattr(gen.config, "epochs", 0) or 0)
     grids = out / "grids"
     grids.mkdir(parents=True, exist_ok=True)
+    last: dict = {}
 
     def on_progress(m: dict) -> None:
+        last.update(m)
         png = m.get("grid_png")
         if png:
             path = grids / f"epoch_{int(m.get('epoch', 0)):03d}.png"
@@ -124,6 +126,12 @@ def train(cfg: ImageTrainConfig, train_path: str, labels: tuple[str, ...] | None
     model_dir = gen.save(out / "model")
     if fit.private:
         stage.log_metrics({"privacy.epsilon_spent": fit.epsilon, "privacy.delta": fit.delta})
+    if last.get("mode_collapse"):
+        stage.logger.warning(
+            "mode collapse at the last epoch: diversity.min %.3f below %s.collapse_threshold "
+            "%g (the generator draws near-copies of one picture per label); more epochs or a "
+            "larger ε, or look at the grids", last.get("diversity.min", math.nan), cfg.family,
+            getattr(gen.config, "collapse_threshold", math.nan))
     sgd = next((e for e in fit.events if e.get("kind") == "gaussian" and e.get("q", 1) < 1),
                None)
     return {"model_dir": str(model_dir), "family": cfg.family,
