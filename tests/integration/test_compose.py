@@ -325,20 +325,39 @@ def _run_config(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 def _clean_env() -> dict[str, str]:
     # Drop compose-relevant variables that could mask what is being tested.
-    env = {k: v for k, v in os.environ.items() if k != KEY_VAR and not k.startswith("COMPOSE_")}
+    env = {k: v for k, v in os.environ.items() if k not in (KEY_VAR, *SERVER_SECRETS)
+           and not k.startswith("COMPOSE_")}
     env["COMPOSE_PROJECT_NAME"] = "privgen-test"
     return env
 
 
+# The MLflow server's admin password and CSRF key have no default: a stack started without
+# them would run with credentials anyone can read in this file.
+SERVER_SECRETS = ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY")
+
+
+def _with_secrets(env: dict[str, str], skip: str | None = None) -> dict[str, str]:
+    return {**env, KEY_VAR: "test-only-not-a-real-key",
+            **{k: f"test-only-{k.lower()}" for k in SERVER_SECRETS if k != skip}}
+
+
 def test_compose_config_valid_with_key(compose_cmd: list[str]) -> None:
-    env = _clean_env()
-    env[KEY_VAR] = "test-only-not-a-real-key"
-    result = _run_config(compose_cmd, env)
+    result = _run_config(compose_cmd, _with_secrets(_clean_env()))
     assert result.returncode == 0, f"`config` failed:\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.parametrize("missing", SERVER_SECRETS)
+def test_compose_config_fails_without_a_server_secret(compose_cmd: list[str],
+                                                      missing: str) -> None:
+    env = {k: v for k, v in _with_secrets(_clean_env(), skip=missing).items() if k != missing}
+    result = _run_config(compose_cmd, env)
+    assert result.returncode != 0 and missing in result.stdout + result.stderr, (
+        f"`config` must fail naming {missing}:\n{result.stdout}\n{result.stderr}")
+
+
 def test_compose_config_fails_without_key(compose_cmd: list[str]) -> None:
-    result = _run_config(compose_cmd, _clean_env())
+    env = {k: v for k, v in _with_secrets(_clean_env()).items() if k != KEY_VAR}
+    result = _run_config(compose_cmd, env)
     assert result.returncode != 0, "`config` must fail when PRIVGEN_PSEUDONYM_KEY is unset"
     assert KEY_VAR in result.stdout + result.stderr, (
         f"error should name {KEY_VAR}:\n{result.stdout}\n{result.stderr}"
