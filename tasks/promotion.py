@@ -65,11 +65,11 @@ def version_gates(tags: dict[str, str], cfg: RegisterConfig) -> dict[str, str]:
     """The registration gates re-checked from a version's own tags against today's policy, and
     any other gate recorded at registration (an audit, say) as it was recorded."""
     train = {"private": tags.get("privacy.private") == "True",
-             "epsilon": _number(tags, "privacy.epsilon")}
-    # A family without a likelihood (train.family: aim, mst, ...) has no perplexity to gate;
-    # a version registered before families always has one.
-    likelihood = any(k in tags for k in ("eval.perplexity", "gate.perplexity")) or \
-        "train.family" not in tags
+             "epsilon": _number(tags, "privacy.epsilon"),
+             "family": tags.get("train.family", "causal_lm")}
+    # Only causal_lm's perplexity is gated (``gates``); a version registered before families
+    # is a causal_lm and always has one.
+    likelihood = train["family"] == "causal_lm"
     verdicts = gates(train, {"perplexity": _number(tags, "eval.perplexity") if likelihood
                              else None, "usable_rate": _number(tags, "eval.usable_rate")}, cfg)
     for gate, key in (("private", "privacy.private"), ("epsilon", "privacy.epsilon"),

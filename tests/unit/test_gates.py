@@ -29,3 +29,15 @@ def test_perplexities_are_compared_within_a_family_only():
     assert champion_gate({"train.family": "aim"}, champion, 0.1) == "pass"
     assert champion_gate({"eval.perplexity": "9", "train.family": "dplstm"}, champion,
                          0.1) == "pass"
+
+
+def test_only_the_causal_lms_perplexity_is_held_to_the_byte_level_maximum():
+    """dplstm's perplexity is per word (a 5,000-word vocabulary): 150 is a fair model there,
+    and must not keep the version from champion; the causal LM's 150 per byte fails."""
+    train = {"private": True, "epsilon": 3.0}
+    evaluation = {"usable_rate": 0.99, "perplexity": 150.0}
+    assert "perplexity" not in gates({**train, "family": "dplstm"}, evaluation, CFG)
+    assert gates({**train, "family": "causal_lm"}, evaluation, CFG)["perplexity"] \
+        .startswith("fail: perplexity 150.00 above 20")
+    tagged = {**BASE, "train.family": "dplstm", "eval.perplexity": "150"}
+    assert set(version_gates(tagged, CFG).values()) == {"pass"}
