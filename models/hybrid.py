@@ -142,6 +142,11 @@ class Hybrid(Generator):
         names = [f.name for f in self.spec.structured]
         return self.table.log_prob(rows[names]) + self.text.text_log_prob(rows)
 
+    def perplexity(self, rows: pd.DataFrame) -> float:
+        """The text part's perplexity of ``rows`` (whole records: the text given the row's
+        structured values), per word for dplstm, per token for causal_lm."""
+        return self.text.perplexity(rows)
+
     def _save(self, directory: Path) -> None:
         self.table.save(directory / TABLE_DIR)
         self.text.save(directory / TEXT_DIR)

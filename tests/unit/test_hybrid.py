@@ -64,6 +64,12 @@ def test_log_prob_adds_both_parts(model):
                                   + model.text.text_log_prob(rows))
 
 
+def test_perplexity_is_the_text_parts_given_the_structured_values(model):
+    rows = _table(8)
+    assert model.perplexity(rows) == model.text.perplexity(rows)
+    assert 1 < model.perplexity(rows) < math.inf
+
+
 def test_save_load_round_trip_and_replay_check(model, tmp_path):
     model.save(tmp_path / "h")
     assert (tmp_path / "h" / "table" / base.FAMILY_FILE).is_file()
