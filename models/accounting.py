@@ -68,6 +68,12 @@ def epsilon(events: list[dict], delta: float, accountant: str = "prv") -> float:
         return _rdp_epsilon(gauss, rho, delta, ORDERS if accountant != "rough" else ROUGH)
 
 
+def used(events: Iterable[dict], accountant: str = "prv") -> str:
+    """The accountant ``epsilon`` applies to ``events``: "rdp" where a ρ-zCDP event is among
+    them (PRV takes Gaussians only), else ``accountant``."""
+    return "rdp" if accountant == "prv" and _rho(list(events)) > 0 else accountant
+
+
 def _rdp_epsilon(gauss: list[tuple[float, float, int]], rho: float, delta: float,
                  orders: list[float]) -> float:
     from opacus.accountants.analysis import rdp as rdp_analysis
@@ -83,7 +89,13 @@ def _rdp_epsilon(gauss: list[tuple[float, float, int]], rho: float, delta: float
 
 def epsilon_check(events: list[dict], delta: float) -> float:
     """The same composition by dp-accounting (an independent implementation)."""
+    import logging
+
     from dp_accounting import dp_event
+
+    # dp-accounting drops an RDP order it cannot evaluate with an absl warning per order (the
+    # bound stays valid over the others); on the console that reads as a fault.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     from dp_accounting.pld import pld_privacy_accountant
     from dp_accounting.rdp import rdp_privacy_accountant
 

@@ -88,6 +88,8 @@ def train_task(anonymized_path: str, contract: DataContract, cfg: TrainConfig, s
     df = pd.read_parquet(anonymized_path)
     released = contract if anonymize is None else release.released_contract(contract, anonymize)
     family, reason, cfg = train_config.resolve_family(cfg, released, df.columns, label)
+    if prefix == "control.":  # flows.training sets the private model's family here
+        reason = "the private model's, trained without DP (the audit's control)"
     stage.logger.info(prefix + "family %s: %s", family, reason)
     train_df, holdout_df = split_holdout(df, cfg.holdout_fraction, seed)
     holdout_path = write_parquet(holdout_df, out / "holdout.parquet")

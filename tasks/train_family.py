@@ -111,6 +111,9 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
     params = dict(fit.params)
     # The run's δ: the family spent what thresholding observed categories left of it.
     run_delta = budget.delta + (spend.delta if fit.private else 0.0)
+    # The accountant that composed ε: Rényi DP where a zCDP event is among them.
+    accountant = accounting.used([*budget.prior, *fit.events], fit.accountant) \
+        if fit.private else "none"
     stage.log_params({f"mechanism.{k}": v for k, v in _flat(params).items()})
     if fit.private:
         stage.log_metrics({"privacy.epsilon_spent": fit.epsilon, "privacy.delta": run_delta,
@@ -118,25 +121,33 @@ def train_family(stage: Stage, family: str, train_df: pd.DataFrame, released: Da
                               if fit.epsilon_check is not None else {})})
         if fit.epsilon_check is not None and fit.epsilon_check > 1.05 * fit.epsilon:
             stage.logger.warning("ε %.3f (%s) is more than 5 %% below the check accountant's "
-                                 "%.3f", fit.epsilon, fit.accountant, fit.epsilon_check)
+                                 "%.3f", fit.epsilon, accountant, fit.epsilon_check)
     sgd = next((e for e in fit.events if e["kind"] == "gaussian" and e["q"] < 1), None)
     create_markdown_artifact(key=f"{stage.prefix.replace('.', '-')}train-report", markdown=(
         f"# Training{f' ({stage.prefix[:-1]})' if stage.prefix else ''}\n\n"
         f"- family: {family} ({fit.mechanism})\n- records: {len(train_df)}\n"
         f"- private: {fit.private}\n- ε: {fit.epsilon:.3f} (target "
-        f"{cfg.privacy.target_epsilon}), δ: {run_delta:.2e}, accountant: {fit.accountant}\n"
+        f"{cfg.privacy.target_epsilon}), δ: {run_delta:.2e}, accountant: {accountant}\n"
         f"- time: {fit.seconds:.0f} s\n"))
     return {"model_dir": str(model_dir), "epsilon": fit.epsilon,
             "delta": run_delta,
             "noise_multiplier": sgd["sigma"] if sgd else float(params.get("sigma", 0.0) or 0.0),
             "sample_rate": sgd["q"] if sgd else 1.0,
             "steps": sgd["steps"] if sgd else int(params.get("rounds", 0) or 0),
-            "epochs": int(getattr(gen.config, "epochs", 0) or 0),
-            "accountant": fit.accountant if fit.private else "none", "private": fit.private,
+            "epochs": _epochs(gen),
+            "accountant": accountant, "private": fit.private,
             "final_loss": fit.final_loss, "seconds": fit.seconds,
             "epsilon_pld": fit.epsilon_check, "epsilon_sgd": own,
             "domain_spend": asdict(spend), "mechanism": fit.mechanism,
             "events": list(fit.events), "params": params}
+
+
+def _epochs(gen: base.Generator) -> int:
+    """Epochs of the family's training, or of a hybrid's text part (its table part runs
+    rounds); 0 for a family without epochs."""
+    epochs = getattr(gen.config, "epochs", 0) or getattr(
+        getattr(getattr(gen, "text", None), "config", None), "epochs", 0)
+    return int(epochs or 0)
 
 
 def _config(gen: base.Generator) -> dict:

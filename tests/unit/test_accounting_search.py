@@ -62,3 +62,12 @@ def test_rdp_search_matches_bisection_too():
 
     assert sigma == pytest.approx(accounting.bisect(eps, 4.0, increasing=False), rel=1e-3)
     assert eps(sigma) <= 4.0
+
+
+def test_the_accountant_named_is_the_one_that_composed():
+    """PRV takes Gaussians only: with a zCDP event among them ε comes from Rényi DP, and the
+    datasheet and tags must say so."""
+    gauss, zcdp = accounting.gaussian(1.0, 0.1, 100), accounting.zcdp(0.05)
+    assert accounting.used([gauss], "prv") == "prv"
+    assert accounting.used([gauss, zcdp], "prv") == "rdp"
+    assert accounting.used([gauss, zcdp], "rdp") == "rdp"
