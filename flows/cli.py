@@ -37,7 +37,8 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Piped or captured output is not cut at 80 columns (tables truncated every cell).
+out = Console(width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 _stop = Stop(console)
 
@@ -349,8 +350,10 @@ def generate(
                                            "a folder of PNGs).")] = Path(
         "outputs/synthetic.parquet"),
     seed: Annotated[int, typer.Option(help="Sampling seed; same seed, same records.")] = 7,
-    temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: fewer, safer "
-                                               "choices per byte.")] = 0.8,
+    temperature: Annotated[float, typer.Option(min=0.01, help="Text families' sampling "
+                                               "temperature (causal_lm per token, dplstm per "
+                                               "word, hybrid's text part); below 1: fewer, "
+                                               "safer choices. Others ignore it.")] = 0.8,
     shard_size: Annotated[int, typer.Option(min=1, help="Records per shard; a rerun after a "
                                             "crash regenerates only missing shards.")] = 1000,
     workers: Annotated[int, typer.Option(min=1, help="Shards generated at once.")] = 1,

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-out = Console()
+# Piped or captured output is not cut at 80 columns (tables truncated every cell).
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _finite(value):

@@ -92,7 +92,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         draw.set_sampling(self.generator, params)
         structured = {f.name for f in self.generator.spec.structured}
         frames = []
-        for request in model_input.to_dict("records"):
+        for i, request in enumerate(model_input.to_dict("records")):
+            if int(request["n"]) < 0:
+                raise ValueError(f"request {i}: n={int(request['n'])}; ask for 0 or more "
+                                 "records")
             condition = {k: str(v) for k, v in request.items()
                          if k in structured and v is not None and not pd.isna(v)}
             if condition:

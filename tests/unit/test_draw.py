@@ -79,6 +79,12 @@ def test_the_pyfunc_predict_gives_the_shards_the_generation_stage_draws(folder):
     assert list(out.columns) == ["product", "rating", "message"]
 
 
+def test_the_pyfunc_refuses_a_negative_n_naming_the_request(folder):
+    wrapper, context = GeneratorModel.from_dir(folder)
+    with pytest.raises(ValueError, match="request 1: n=-3"):
+        wrapper.predict(context, pd.DataFrame({"n": [2, -3], "seed": [0, 0]}))
+
+
 def test_a_folder_saved_before_family_json_still_loads(tiny_lm):
     gen, specs = draw.load(tiny_lm.legacy)
     assert gen.family == "causal_lm" and [s.name for s in specs] == list(tiny_lm.fields)
