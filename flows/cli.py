@@ -389,7 +389,7 @@ def generate(
         err = exc.errors()[0]
         raise ConfigError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
                           f"{err['msg']}") from None
-    manifest = _run_with_progress(f"generating {n} from {model}", generation_flow, cfg, experiment)
+    manifest = _run_with_progress(f"generating {n}", generation_flow, cfg, experiment)
     if manifest.get("kind") == "images":
         from flows.cli_images import generated_line
 
