@@ -115,6 +115,9 @@ def _run_with_progress(title: str, fn, *args):
         try:
             result = fn(*args)
             progress.update(overall, total=1, completed=1)
+            for task in progress.tasks:  # rounds whose number was not known ahead: done now
+                if task.total is None:
+                    progress.update(task.id, total=task.completed)
             return result
         finally:
             for lg in loggers:
