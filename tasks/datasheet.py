@@ -197,14 +197,20 @@ def markdown(sheet: dict[str, Any]) -> str:
             lines.append(f"- {key}: {_fmt(utility[key])}")
     lines += ["", "## Privacy audit", ""]
     if a:
-        canary = a.get("canary", {})
+        canary, replay = a.get("canary", {}), a.get("replay", {})
         lines += [f"- canaries: {canary.get('exposure_max', '—')} bits max exposure over "
                   f"{len(canary.get('exposure', []))} canaries ({canary.get('repeats', '—')} "
-                  f"copies each; gate at {_fmt(canary.get('resolution_bits'))} bits)",
+                  f"copies each; fails at {_fmt(canary.get('resolution_bits'))} bits, or when "
+                  f"the mean exposure is above chance: p "
+                  f"{_fmt(canary.get('memorization_p_value'))})",
                   f"- membership inference: AUC {_fmt(a.get('mia_attack', {}).get('auc'))} "
                   f"(DP ceiling {_fmt(a.get('mia', {}).get('auc_bound'))})",
-                  f"- replay: {_fmt(a.get('replay', {}).get('ngram_copy_rate'))} n-gram copy "
-                  f"rate vs held-out {_fmt(a.get('replay', {}).get('holdout_ngram_rate'))}"]
+                  f"- replay: {_fmt(replay.get('ngram_copy_rate'))} n-gram copy "
+                  f"rate vs held-out {_fmt(replay.get('holdout_ngram_rate'))}"
+                  + (" (held-out texts share n-grams with the training texts as often: this "
+                     "test cannot tell copying here; generation still rejects each record "
+                     "that copies training text)"
+                     if (replay.get("holdout_ngram_rate") or 0) >= 0.95 else "")]
     else:
         lines.append("- not run")
     if sheet["control"]:

@@ -92,3 +92,14 @@ def test_a_table_family_sheet_names_its_mechanism_events_and_column_provenance()
     text = datasheet.markdown(sheet)
     assert "- family: aim (3 structured columns, no text)" in text
     assert "- job: estimated under DP (paid for)" in text
+
+
+def test_the_replay_line_says_when_held_out_texts_leave_the_test_no_power(tmp_path):
+    text = datasheet.markdown(_sheet(tmp_path))
+    assert "rate vs held-out 0.3" in text
+    assert "cannot tell copying" not in text
+    AUDIT["replay"]["holdout_ngram_rate"] = 1.0
+    try:
+        assert "this test cannot tell copying here" in datasheet.markdown(_sheet(tmp_path))
+    finally:
+        AUDIT["replay"]["holdout_ngram_rate"] = 0.3
