@@ -529,8 +529,7 @@ def validate_task(canonical_path: str, source: str, contract: DataContract,
         run_id, kept_schema.drop(columns=[SOURCE_ROW]), name=f"{Path(source).name} (validated)",
         source=source, digest=file_digest(Path(outcome.kept_path)), context="validated",
         rows=report.rows_kept, tags={"rows_in": report.rows_in,
-                                     "rows_quarantined": report.rows_quarantined,
-            "rows_erased": report.reasons.get(ERASED, 0)},
+                                     "rows_quarantined": report.rows_quarantined},
     )
     create_markdown_artifact(markdown=report_markdown(report, outcome.quarantine_path),
                              key="validate-report")
@@ -539,4 +538,5 @@ def validate_task(canonical_path: str, source: str, contract: DataContract,
     check_batch(report, contract, cfg, source)
     return {"validated_path": outcome.kept_path, "quarantine_path": outcome.quarantine_path,
             "rows_in": report.rows_in, "rows_kept": report.rows_kept,
-            "rows_quarantined": report.rows_quarantined}
+            "rows_quarantined": report.rows_quarantined,
+            "rows_erased": report.reasons.get(ERASED, 0)}

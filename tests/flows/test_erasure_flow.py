@@ -96,6 +96,7 @@ def test_the_next_run_quarantines_the_subjects_rows_as_erased(erased):
     gone = quarantine[quarantine["_reason"] == "erased"]
     assert len(gone) == 3
     assert rows["rows_in"] == rows["rows_kept"] + rows["rows_quarantined"]
+    assert rows["rows_erased"] == 3  # the run summary counts them apart from faulty rows
     # The run's subject record no longer holds the customer; the first run's still does.
     key = load_key(None)
     pseudonym = keyed_pseudonym(key, "customer_id")(SUBJECT)
