@@ -2,132 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
-from flows import cli_erasure
-from flows.cli_privacy import budget, promotion_line
+from flows import cli_erasure, cli_registry
+from flows.cli_console import console, out, quiet_prefect_console, run_with_progress, state
+from flows.cli_console import stop as _stop
+from flows.cli_privacy import budget
 from flows.environment import apply_defaults
-from flows.shutdown import Stop, Stopped, where, withhold_values_from_prefect_logs
+from flows.shutdown import Stop, Stopped, where
 
 app = typer.Typer(
     help="privgen: differentially private generative models and synthetic data from personal "
          "records, as tracked Prefect flows with an MLflow model registry.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-# Piped or captured output is not cut at 80 columns (tables truncated every cell).
-out = Console(width=None if sys.stdout.isatty() else 200)
-_state = {"debug": False}
-_stop = Stop(console)
-
-
-class _StageLog(logging.Handler):
-    """Turns the flows' log records into what a person watches: one line per stage message and
-    a progress bar fed by records that carry ``extra={"progress": (done, total, unit)}``.
-
-    Errors are left to the CLI's one-line message, so no traceback reaches the user unless
-    --debug."""
-
-    def __init__(self, progress: Progress) -> None:
-        super().__init__(logging.INFO)
-        self.progress = progress
-        self.bars: dict[str, int] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            return
-        stage = getattr(record, "task_name", None) or getattr(record, "stage", None) or "flow"
-        message = record.getMessage()
-        if message.startswith(("Finished in state", "Beginning", "Created task run")):
-            return
-        done_total = getattr(record, "progress", None)
-        if done_total:
-            done, total, unit = done_total
-            if stage not in self.bars:
-                self.bars[stage] = self.progress.add_task(f"{stage} ({unit})", total=total,
-                                                          unit=unit)
-            self.progress.update(self.bars[stage], completed=done, total=total)
-            return
-        style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        self.progress.console.print(f"[{style}]{stage:>9}[/] {message}")
-
-
-def _quiet_prefect_console(debug: bool) -> None:
-    # Prefect reads these when it first configures logging, so they must be set before any
-    # module that imports prefect is loaded.
-    if not debug:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-        # MLflow and transformers print their own INFO lines and advice into the display.
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        warnings.filterwarnings("ignore")
-
-
-class _RateColumn(ProgressColumn):
-    """Items per second of a bar, in its own unit (records/s while generating)."""
-
-    def render(self, task) -> Text:
-        unit, speed = task.fields.get("unit"), task.finished_speed or task.speed
-        if not unit or speed is None:
-            return Text("")
-        return Text(f"{speed:,.0f} {unit}/s" if speed >= 10 else f"{speed:.2f} {unit}/s",
-                    style="cyan")
-
-
-def _run_with_progress(title: str, fn, *args):
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-               MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        _stop.progress = progress
-        overall = progress.add_task(title, total=None)
-        handler = _StageLog(progress)
-        loggers = [logging.getLogger(name) for name in
-                   ("prefect.flow_runs", "prefect.task_runs", "privgen.progress")]
-        for lg in loggers:
-            lg.addHandler(handler)
-        logging.getLogger("privgen.progress").setLevel(logging.INFO)
-        if not _state["debug"]:
-            withhold_values_from_prefect_logs()
-        try:
-            result = fn(*args)
-            progress.update(overall, total=1, completed=1)
-            for task in progress.tasks:  # rounds whose number was not known ahead: done now
-                if task.total is None:
-                    progress.update(task.id, total=task.completed)
-            return result
-        finally:
-            for lg in loggers:
-                lg.removeHandler(handler)
-
-
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and "
                                               "Prefect's own console logs.")] = False) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
 
 
 @app.command()
@@ -151,7 +49,7 @@ def run(
     if resume is None and is_image_config(config, set_ or []):  # ingest.kind: images
         from flows.cli_images import run_images
 
-        return run_images(config, set_ or [], preflight, _run_with_progress, out)
+        return run_images(config, set_ or [], preflight, run_with_progress, out)
     if resume is not None:
         if config is not None or set_:
             raise ConfigError("--resume uses the config the run started with; drop --config "
@@ -171,7 +69,7 @@ def run(
     from flows.training import training_flow
 
     started = time.monotonic()
-    result = _run_with_progress("training flow", training_flow, cfg, preflight, resume)
+    result = run_with_progress("training flow", training_flow, cfg, preflight, resume)
     if preflight:
         out.print(f"[green]plan ok[/]: {result['preflight']['summary']}")
         return
@@ -392,7 +290,7 @@ def generate(
         err = exc.errors()[0]
         raise ConfigError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: "
                           f"{err['msg']}") from None
-    manifest = _run_with_progress(f"generating {n}", generation_flow, cfg, experiment)
+    manifest = run_with_progress(f"generating {n}", generation_flow, cfg, experiment)
     if manifest.get("kind") == "images":
         from flows.cli_images import generated_line
 
@@ -403,137 +301,10 @@ def generate(
               f"manifest: {Path(manifest['file']['path']).with_suffix('.manifest.json')}")
 
 
-@app.command(name="models")
-def models_(
-    name: Annotated[str | None, typer.Argument(help="One model; all if omitted.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """List registered model versions with their aliases, ε/δ and key metrics."""
-    from flows.registry import list_versions
-
-    rows = list_versions(name)
-    if as_json:
-        out.print_json(json.dumps(rows))
-        return
-    table = Table("model", "version", "aliases", "stage", "family", "ε", "δ", "perplexity",
-                  "verdict", "created")
-    for r in rows:
-        failed = [g for g, v in r["gates"].items() if v != "pass"]
-        verdict = f"{r['verdict']} ({', '.join(failed)})" if failed else r["verdict"] or "-"
-        table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["stage"],
-                      r["family"], r["epsilon"] or "-", r["delta"] or "-",
-                      r["perplexity"] or "-", verdict, r["created"])
-    out.print(table if rows else "no registered models yet; run `privgen run`")
-
-
-@app.command()
-def promote(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str, typer.Argument(help="The version to make champion.")],
-    force: Annotated[bool, typer.Option("--force", help="Promote even though gates fail; "
-                                        "needs --reason.")] = False,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the history; "
-                                               "required with --force.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config holding "
-                                                "the gates (the register section).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one field, e.g. "
-                                                   "--set register.max_epsilon=4.")] = None,
-) -> None:
-    """Make VERSION the champion of NAME if it passes the gates: a private model, ε within the
-    budget, perplexity under the threshold and not worse than the champion's beyond the
-    tolerance. The change, who made it and why go into the registry's history."""
-    from flows.config import load_config
-    from tasks.promotion import promote as promote_version
-
-    cfg = load_config(config, set_ or [])
-    if cfg.promote.require_approval and not force:
-        from flows.approval import promotion_flow
-
-        out.print(f"waiting for an ops decision: resume flow run promote-{name}-v{version} in "
-                  f"the Prefect UI, or run `privgen approve {name} {version} --approver NAME`")
-        result = _run_with_progress("promotion flow", promotion_flow, name, version,
-                                    reason or "", cfg.register_, cfg.promote)
-        if not result["promoted"]:
-            from tasks.errors import RegistryError
-
-            raise RegistryError(f"{result.get('rejected_by', 'ops')} rejected {name} version "
-                                f"{version}: {result.get('reason') or 'no reason given'}")
-        entry = result["entry"]
-    else:
-        entry = promote_version(name, version, cfg.register_, cfg.promote, force=force,
-                                reason=reason)
-    if entry is None:
-        out.print(f"{name} version {version} already is the champion; nothing changed")
-        return
-    out.print(f"[green]{name} version {version} is champion[/] (was "
-              f"{entry['from'] or 'none'}; {_why(entry)}); history #{entry['seq']}")
-    for warning in entry.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
-    out.print(promotion_line(name, version) or "no ledger entry for its training run")
-
-
-@app.command()
-def approve(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str, typer.Argument(help="The version waiting for approval.")],
-    approver: Annotated[str, typer.Option("--approver", help="Who decides, for the "
-                                          "history.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
-    reject: Annotated[bool, typer.Option("--reject", help="Refuse the promotion "
-                                         "instead.")] = False,
-) -> None:
-    """Approve (or --reject) a promotion waiting in Prefect for an ops decision, as started by
-    `privgen promote` when the policy sets promote.require_approval."""
-    from flows.approval import decide
-
-    run = decide(name, version, approved=not reject, approver=approver, reason=reason)
-    out.print(f"[green]{'rejected' if reject else 'approved'}[/]: flow run {run} resumes")
-
-
-@app.command()
-def rollback(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the "
-                                               "history.")] = None,
-) -> None:
-    """Give the champion alias of NAME back to the champion before the current one, as the
-    registry's history has it, without re-checking gates."""
-    from tasks.promotion import rollback as rollback_model
-
-    entry = rollback_model(name, reason=reason)
-    out.print(f"[green]{name} version {entry['to']} is champion again[/] (was "
-              f"{entry['from'] or 'none'}); history #{entry['seq']}")
-
-
-@app.command()
-def history(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """Show who changed the champion of NAME, when (UTC), from which version to which, and
-    why, oldest first, from the registry itself."""
-    from tasks.promotion import history as read_history
-
-    entries = read_history(name)
-    if as_json:
-        out.print_json(json.dumps(entries))
-        return
-    table = Table("#", "when (UTC)", "who", "action", "change", "why")
-    for e in entries:
-        table.add_row(str(e["seq"]), e["at"].replace("T", " ").rstrip("Z"), e["actor"],
-                      e["action"], f"{e['from'] or '-'} → {e['to']}", _why(e))
-    out.print(table if entries else f"no promotions of {name} recorded yet")
-
-
-app.command()(budget)
-
-
-def _why(entry: dict) -> str:
-    verdicts = entry.get("gates") or {}
-    failed = [g for g, v in verdicts.items() if v != "pass"]
-    parts = [f"overrode {', '.join(failed)}"] if failed else (
-        ["all gates passed"] if verdicts else [])
-    return "; ".join([*parts, *filter(None, [entry.get("reason")])]) or "-"
+for command, name in ((cli_registry.models_, "models"), (cli_registry.promote, None),
+                      (cli_registry.approve, None), (cli_registry.rollback, None),
+                      (cli_registry.history, None), (budget, None)):
+    app.command(name=name)(command)
 
 
 @app.command()
@@ -608,6 +379,6 @@ def run_app(debug: bool, stop: Stop | None = None) -> None:
 def main() -> None:
     apply_defaults()
     debug = "--debug" in sys.argv
-    _quiet_prefect_console(debug)
+    quiet_prefect_console(debug)
     _stop.install()
     run_app(debug, _stop)

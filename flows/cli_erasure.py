@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-# Piped or captured output is not cut at 80 columns (tables truncated every cell).
-out = Console(width=None if sys.stdout.isatty() else 200)
+from flows.cli_console import out
+
 keys_app = typer.Typer(help="The pseudonymization keys: list them, rotate the current one, "
                             "destroy a retired one (crypto-shredding).", no_args_is_help=True)
 # `privgen erase --subject C-123` must reach the command, to be refused with advice.

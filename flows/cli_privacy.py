@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-# Piped or captured output is not cut at 80 columns (tables truncated every cell).
-out = Console(width=None if sys.stdout.isatty() else 200)
+from flows.cli_console import out
 
 
 def _finite(value):

@@ -103,9 +103,9 @@ def test_a_crash_inside_a_flow_prints_one_line_and_no_value(tiny, tmp_path):
     script = tmp_path / "inject.py"
     script.write_text(
         "import sys\n"
-        "from flows import cli\n"
+        "from flows import cli, cli_console\n"
         "cli.apply_defaults()\n"
-        "cli._quiet_prefect_console(False)\n"
+        "cli_console.quiet_prefect_console(False)\n"
         "import tasks.anonymize\n"
         "def fault(*args, **kwargs):  # an injected fault quoting a data value\n"
         f'    raise ValueError("cannot convert {PLANTED!r} to int")\n'
